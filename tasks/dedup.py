@@ -1,0 +1,165 @@
+"""Exact and MinHash deduplication, in four mapped steps so no step needs all data in memory:
+
+  1. signatures per shard: an exact hash of the normalised text and a MinHash signature per doc
+  2. candidate pairs per band: docs whose band (or exact hash) collides
+  3. clusters: union-find over all pairs; every member but the first is removed
+  4. filter per shard: drop the removed docs, keeping the reason
+
+Which document of a cluster is kept is deterministic: the first in (shard, row) order, i.e. the
+earliest in the crawl's file order. Documents are addressed as shard << 32 | row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from tasks.store import (Manifest, atomic_path, file_entry, read_rows, reject, stage_dir,
+                         write_shard, write_table)
+
+STAGE = "dedup"
+EXACT_BAND = -1  # the "band" whose key is the exact-text hash
+_PRIME = 4294967311  # smallest prime above 2**32: a*h+b stays below 2**64 for 31-bit a
+_NON_WORD = re.compile(r"[^\w\s]", re.UNICODE)
+REMOVED_SCHEMA = pa.schema([("doc", pa.int64()), ("reason", pa.string())])
+
+
+class DedupConfig(BaseModel):
+    exact: bool = True
+    minhash: bool = True
+    ngram: int = Field(5, ge=1, description="Words per shingle")
+    bands: int = Field(14, ge=1)
+    rows_per_band: int = Field(8, ge=1)
+    seed: int = 1
+
+
+def normalise(text: str) -> str:
+    return " ".join(_NON_WORD.sub(" ", text.lower()).split())
+
+
+def exact_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(normalise(text).encode(), digest_size=8).digest(), "little") >> 1
+
+
+def _permutations(config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(config.seed)
+    n = config.bands * config.rows_per_band
+    return (rng.integers(1, 1 << 31, n, dtype=np.uint64), rng.integers(0, 1 << 31, n, dtype=np.uint64))
+
+
+def minhash(text: str, config: DedupConfig, perms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    words = normalise(text).split()
+    n = config.ngram
+    shingles = {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
+    h = np.fromiter((zlib.crc32(s.encode()) for s in shingles), dtype=np.uint64, count=len(shingles))
+    a, b = perms
+    hashed = (h[:, None] * a[None, :] + b[None, :]) % np.uint64(_PRIME)
+    return (hashed.min(axis=0) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def compute_signatures(docs: list[dict], config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    perms = _permutations(config)
+    exact = np.array([exact_hash(d["text"]) for d in docs], dtype=np.int64)
+    sigs = np.stack([minhash(d["text"], config, perms) for d in docs]) if docs else \
+        np.zeros((0, config.bands * config.rows_per_band), dtype=np.uint32)
+    return exact, sigs
+
+
+def band_keys(exact: np.ndarray, sigs: np.ndarray, band: int, rows: int) -> list[bytes]:
+    if band == EXACT_BAND:
+        return [int(e).to_bytes(8, "little") for e in exact]
+    return [row.tobytes() for row in sigs[:, band * rows:(band + 1) * rows]]
+
+
+def candidate_pairs(signature_files: list[tuple[int, Path]], band: int, rows: int) -> np.ndarray:
+    """Pairs (first doc, other doc) that share a key in this band, across all shards."""
+    first_with_key: dict[bytes, int] = {}
+    pairs: list[tuple[int, int]] = []
+    for shard, path in sorted(signature_files):
+        data = np.load(path)
+        for row, key in enumerate(band_keys(data["exact"], data["sigs"], band, rows)):
+            doc = shard << 32 | row
+            if key in first_with_key:
+                pairs.append((first_with_key[key], doc))
+            else:
+                first_with_key[key] = doc
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def clusters_to_remove(pair_sets: list[tuple[int, np.ndarray]]) -> dict[int, str]:
+    """Union-find over all pairs; each doc but its cluster's smallest is removed with a reason."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    exact_members: set[int] = set()
+    for band, pairs in pair_sets:
+        for a, b in pairs.tolist():
+            ra, rb = find(a), find(b)
+            if ra != rb:  # the smaller id becomes the root, so the earliest doc is kept
+                parent[max(ra, rb)] = min(ra, rb)
+            if band == EXACT_BAND:
+                exact_members.add(b)
+    return {doc: ("exact_duplicate" if doc in exact_members else "near_duplicate")
+            for doc in parent if find(doc) != doc}
+
+
+def filter_shard(docs: list[dict], shard: int, removed: dict[int, str]) -> tuple[list[dict], list[dict]]:
+    kept, rejected = [], []
+    for row, doc in enumerate(docs):
+        reason = removed.get(shard << 32 | row)
+        (rejected.append(reject(doc, STAGE, reason)) if reason else kept.append(doc))
+    return kept, rejected
+
+
+# --- Prefect -------------------------------------------------------------------------------------
+from tasks.caching import stage_task  # noqa: E402
+
+
+@stage_task("dedup-signatures")
+def signatures_task(docs: Manifest, shard: int, work_dir: str, config: DedupConfig) -> Manifest:
+    exact, sigs = compute_signatures(read_rows(docs.files[0].path), config)
+    path = stage_dir(work_dir, STAGE) / f"signatures-{shard:05d}.npz"
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, exact=exact, sigs=sigs)
+    return Manifest(stage="dedup-signatures", files=[file_entry(path, rows=len(exact))],
+                    stats={"shard": shard})
+
+
+@stage_task("dedup-candidates")
+def candidates_task(signatures: list[Manifest], band: int, work_dir: str, config: DedupConfig) -> Manifest:
+    files = [(m.stats["shard"], Path(m.files[0].path)) for m in signatures]
+    pairs = candidate_pairs(files, band, config.rows_per_band)
+    path = stage_dir(work_dir, STAGE) / f"pairs-band{band}.npy"
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, pairs)
+    return Manifest(stage="dedup-candidates", files=[file_entry(path, rows=len(pairs))], stats={"band": band})
+
+
+@stage_task("dedup-clusters")
+def clusters_task(candidates: list[Manifest], work_dir: str) -> Manifest:
+    removed = clusters_to_remove([(m.stats["band"], np.load(m.files[0].path)) for m in candidates])
+    rows = [{"doc": d, "reason": r} for d, r in sorted(removed.items())]
+    entry = write_table(stage_dir(work_dir, STAGE) / "removed.parquet", rows, REMOVED_SCHEMA)
+    return Manifest(stage="dedup-clusters", files=[entry], stats={"removed": len(rows)})
+
+
+@stage_task("dedup-filter")
+def dedup_filter_task(docs: Manifest, shard: int, clusters: Manifest, work_dir: str) -> Manifest:
+    removed = {r["doc"]: r["reason"] for r in read_rows(clusters.files[0].path)}
+    path = docs.files[0].path
+    kept, rejected = filter_shard(read_rows(path), shard, removed)
+    return write_shard(stage_dir(work_dir, STAGE), Path(path).stem, STAGE, kept, rejected)

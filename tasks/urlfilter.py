@@ -1,0 +1,70 @@
+"""URL filtering: drop records on blocklisted domains or with banned words in the URL.
+
+It reads only WARC headers (no payloads), so it is cheap, and hands the extractor the offsets of
+the records to keep, as a Common Crawl index lookup would.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+from pydantic import BaseModel, Field
+
+from tasks.store import Manifest, file_entry, stage_dir, write_table
+
+KEPT_SCHEMA = pa.schema([("offset", pa.int64()), ("url", pa.string()), ("id", pa.string()),
+                         ("date", pa.string())])
+STAGE = "urlfilter"
+
+
+class UrlFilterConfig(BaseModel):
+    blocked_domains: list[str] = Field(
+        default_factory=lambda: ["casino-jackpot.example", "cheap-pills.example", "adult-xxx.example"],
+        description="Registered domains whose hosts and subdomains are dropped")
+    banned_words: list[str] = Field(
+        default_factory=lambda: ["casino", "porn", "xxx", "viagra", "pills"],
+        description="Whole words that drop a URL when they appear in it")
+
+
+def url_reject_reason(url: str, config: UrlFilterConfig) -> str | None:
+    """Why a URL is dropped, or None to keep it."""
+    host = (urlsplit(url).hostname or "").lower()
+    for domain in config.blocked_domains:
+        if host == domain or host.endswith("." + domain):
+            return "blocked_domain"
+    words = set(re.split(r"[^a-z0-9]+", url.lower()))
+    if words & set(config.banned_words):
+        return "banned_word"
+    return None
+
+
+def filter_warc_urls(warc_path: str | Path, out_dir: str | Path, config: UrlFilterConfig) -> Manifest:
+    """Scan the response records of one WARC file; list those whose URL passes."""
+    warc_path = Path(warc_path)
+    kept, removed = [], {}
+    with open(warc_path, "rb") as stream:
+        for record in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=False):
+            url = record.headers.get("WARC-Target-URI", "")
+            reason = url_reject_reason(url, config)
+            if reason:
+                removed[reason] = removed.get(reason, 0) + 1
+                continue
+            kept.append({"offset": record.stream_pos, "url": url, "id": record.record_id,
+                         "date": record.headers.get("WARC-Date", "")})
+    name = warc_path.name.removesuffix(".warc.gz")
+    entry = write_table(Path(out_dir) / f"{name}.urls.parquet", kept, KEPT_SCHEMA)
+    return Manifest(stage=STAGE, files=[entry, file_entry(warc_path)],
+                    stats={"kept": len(kept), "removed": {k: {"docs": v, "chars": 0} for k, v in removed.items()}})
+
+
+# --- Prefect -------------------------------------------------------------------------------------
+from tasks.caching import stage_task  # noqa: E402
+
+
+@stage_task("url-filter", packages=("fastwarc",))
+def url_filter_task(warc: Manifest, work_dir: str, config: UrlFilterConfig) -> Manifest:
+    return filter_warc_urls(warc.files[0].path, stage_dir(work_dir, STAGE), config)
