@@ -63,6 +63,8 @@ class Manifest(BaseModel):
     stage: str
     files: list[FileEntry] = Field(default_factory=list)
     stats: dict[str, Any] = Field(default_factory=dict)
+    # Measurements that vary from run to run (timings): reported, but not part of the digest.
+    info: dict[str, Any] = Field(default_factory=dict)
 
     def digest(self) -> str:
         """Digest of the content, not of where it lies: moving the work dir keeps caches valid."""

@@ -1,0 +1,82 @@
+"""Checkpoints: weights in safetensors, metadata in JSON, optimizer state for torch.load(weights_only=True).
+
+A checkpoint is a directory `step-NNNNNN/` built in a temporary directory and renamed into place,
+so a crash never leaves one that looks complete. Only the last `keep` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+WEIGHTS, META, OPTIMIZER = "model.safetensors", "meta.json", "optimizer.pt"
+
+
+def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, meta: dict,
+                    optimizer: torch.optim.Optimizer | None = None, keep: int = 2) -> Path:
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, tmp / WEIGHTS)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
+        (tmp / META).write_text(json.dumps({**meta, "step": step}, indent=2, sort_keys=True))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first. Temporary directories are never listed."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    return sorted(p for p in root.glob("step-*") if (p / META).exists() and (p / WEIGHTS).exists())
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def read_meta(path: str | Path) -> dict:
+    return json.loads((Path(path) / META).read_text())
+
+
+def load_weights(path: str | Path, model: torch.nn.Module) -> None:
+    model.load_state_dict(load_file(Path(path) / WEIGHTS))
+
+
+def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
+    file = Path(path) / OPTIMIZER
+    optimizer.load_state_dict(torch.load(file, weights_only=True))
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def load_gpt(path: str | Path, device: torch.device | str = "cpu"):
+    """Rebuild a GPT from a checkpoint directory (its config lives in meta.json)."""
+    from models.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(**read_meta(path)["model"]))
+    load_weights(path, model)
+    return model.to(device)

@@ -1,0 +1,100 @@
+"""Byte-level BPE training, and the tokenizer file that tiktoken serves.
+
+Training uses `rustbpe` (a small, fast Rust trainer that produces tiktoken-compatible mergeable
+ranks); encoding at run time is tiktoken's. The tokenizer file is one JSON document:
+the split pattern, the mergeable ranks (base64 bytes → rank) and the special tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import tiktoken
+from pydantic import BaseModel, Field
+
+from tasks.store import Manifest, file_entry, read_rows, stage_dir, write_text
+
+STAGE = "tokenizer"
+# GPT-4's split pattern, with numbers split into groups of at most two digits.
+SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|"""
+                 r"""\s*[\r\n]|\s+(?!\S)|\s+""")
+SPECIAL_TOKENS = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>",
+                  "<|python_start|>", "<|python_end|>", "<|output_start|>", "<|output_end|>"]
+
+
+class BpeConfig(BaseModel):
+    vocab_size: int = Field(1024, ge=256 + len(SPECIAL_TOKENS) + 1, description="Including special tokens")
+    max_chars: int = Field(20_000_000, ge=1, description="Characters of training text at most")
+    doc_cap: int = Field(10_000, ge=1, description="Characters taken from any one document at most")
+    pattern: str = SPLIT_PATTERN
+
+
+def training_texts(docs: Iterable[dict], config: BpeConfig) -> Iterator[str]:
+    budget = config.max_chars
+    for doc in docs:
+        if budget <= 0:
+            return
+        text = doc["text"][: min(config.doc_cap, budget)]
+        budget -= len(text)
+        yield text
+
+
+def train_bpe(texts: Iterable[str], config: BpeConfig) -> dict:
+    """Train on the texts; return the tokenizer document (see module docstring)."""
+    import rustbpe
+
+    trainer = rustbpe.Tokenizer()
+    trainer.train_from_iterator(iter(texts), config.vocab_size - len(SPECIAL_TOKENS), pattern=config.pattern)
+    ranks = sorted(trainer.get_mergeable_ranks(), key=lambda kv: kv[1])
+    n = len(ranks)
+    return {
+        "pattern": config.pattern,
+        "mergeable_ranks": [[base64.b64encode(bytes(tok)).decode(), rank] for tok, rank in ranks],
+        "special_tokens": {tok: n + i for i, tok in enumerate(SPECIAL_TOKENS)},
+    }
+
+
+def encoding_from_document(doc: dict, name: str = "crawl2chat") -> tiktoken.Encoding:
+    ranks = {base64.b64decode(tok): rank for tok, rank in doc["mergeable_ranks"]}
+    return tiktoken.Encoding(name=name, pat_str=doc["pattern"], mergeable_ranks=ranks,
+                             special_tokens=doc["special_tokens"])
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(path: str | Path) -> tiktoken.Encoding:
+    return encoding_from_document(json.loads(Path(path).read_text()))
+
+
+def token_byte_lengths(enc: tiktoken.Encoding) -> np.ndarray:
+    """UTF-8 bytes each token stands for; special tokens count 0, so bits-per-byte ignores them."""
+    lengths = np.zeros(enc.n_vocab, dtype=np.int64)
+    special = set(enc.special_tokens_set)
+    for i in range(enc.n_vocab):
+        token = enc.decode_single_token_bytes(i)
+        if token.decode("utf-8", errors="ignore") not in special:
+            lengths[i] = len(token)
+    return lengths
+
+
+def train_tokenizer(doc_paths: list[str], out_dir: Path, config: BpeConfig) -> Manifest:
+    docs = (row for p in doc_paths for row in read_rows(p))
+    document = train_bpe(training_texts(docs, config), config)
+    path = write_text(out_dir / "tokenizer.json", json.dumps(document))
+    enc = load_tokenizer.__wrapped__(path)
+    return Manifest(stage=STAGE, files=[file_entry(path)],
+                    stats={"vocab_size": enc.n_vocab, "merges": len(document["mergeable_ranks"]) - 256})
+
+
+# --- Prefect -------------------------------------------------------------------------------------
+from tasks.caching import stage_task  # noqa: E402
+
+
+@stage_task("train-tokenizer", packages=("rustbpe", "tiktoken"))
+def train_tokenizer_task(docs: list[Manifest], work_dir: str, config: BpeConfig) -> Manifest:
+    paths = [f.path for m in docs for f in m.files]
+    return train_tokenizer(paths, stage_dir(work_dir, STAGE), config)

@@ -1,0 +1,224 @@
+"""GPT pretraining on the token shards, with checkpoints and exact resume.
+
+The batch of step s is a pure function of s (a window of the concatenated train tokens), so a run
+resumed from a checkpoint at step s sees exactly the tokens the uninterrupted run would have seen.
+Checkpoints live in a directory named by a fingerprint of the config and the data, so a changed
+config never resumes from another run's weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from models import checkpoint as ckpt
+from models.gpt import GPT, GPTConfig
+from models.optim import lr_multiplier, make_adamw, set_lr
+from tasks.bpe import load_tokenizer, token_byte_lengths
+from tasks.shards import read_shard, split_files
+from tasks.store import Manifest, file_entry, stage_dir
+
+STAGE = "pretrain"
+
+
+class PretrainConfig(BaseModel):
+    depth: int = Field(4, ge=1, description="The one dial: layers; width = depth × aspect_ratio")
+    aspect_ratio: int = Field(32, ge=1)
+    head_dim: int = Field(32, ge=8)
+    sequence_len: int = Field(128, ge=8)
+    device_batch_size: int = Field(8, ge=1)
+    total_batch_tokens: int | None = Field(None, description="Tokens per optimizer step; default one micro-batch")
+    steps: int | None = Field(300, ge=1, description="Optimizer steps; None: from tokens_per_param")
+    tokens_per_param: float = Field(20.0, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    warmdown_frac: float = Field(0.3, ge=0, le=1)
+    eval_every: int = Field(100, ge=1)
+    eval_tokens: int = Field(16_384, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    seed: int = 42
+    device: str = "auto"
+    compile: bool = Field(True, description="torch.compile on CUDA (never on CPU, where it only costs time)")
+
+
+def model_config(config: PretrainConfig, vocab_size: int) -> GPTConfig:
+    return GPTConfig.from_depth(config.depth, vocab_size, config.sequence_len,
+                                aspect_ratio=config.aspect_ratio, head_dim=config.head_dim)
+
+
+def load_tokens(paths: list[str]) -> np.ndarray:
+    parts = [read_shard(p)[0] for p in paths]
+    return np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0])
+
+
+def batch_at(tokens: np.ndarray, step: int, micro: int, batch: int, seq: int, micro_steps: int):
+    """The (inputs, targets) of micro-batch `micro` of optimizer step `step`: a pure function."""
+    span = batch * seq + 1
+    usable = len(tokens) - span
+    if usable < 0:
+        raise ValueError(f"{len(tokens)} training tokens cannot fill one batch of {span}")
+    start = ((step * micro_steps + micro) * batch * seq) % (usable + 1)
+    window = torch.from_numpy(tokens[start:start + span].astype(np.int64))
+    return window[:-1].view(batch, seq), window[1:].view(batch, seq)
+
+
+@torch.no_grad()
+def bits_per_byte(model: GPT, tokens: np.ndarray, byte_lengths: np.ndarray, seq: int, batch: int,
+                  max_tokens: int, device) -> float:
+    """Cross-entropy in bits per UTF-8 byte of the targets; special tokens are left out."""
+    model.eval()
+    lengths = torch.from_numpy(byte_lengths).to(device)
+    nats, nbytes = 0.0, 0
+    span = batch * seq
+    n = min(len(tokens) - 1, max_tokens)
+    for start in range(0, n - span + 1, span):
+        window = torch.from_numpy(tokens[start:start + span + 1].astype(np.int64)).to(device)
+        x, y = window[:-1].view(batch, seq), window[1:].view(batch, seq)
+        loss = model(x, y, reduction="none")
+        b = lengths[y.reshape(-1)]
+        nats += float((loss * (b > 0)).sum())
+        nbytes += int(b.sum())
+    model.train()
+    if nbytes == 0:
+        raise ValueError("validation split too small for one evaluation batch")
+    return nats / (math.log(2) * nbytes)
+
+
+def unigram_bits_per_byte(train: np.ndarray, val: np.ndarray, byte_lengths: np.ndarray) -> float:
+    """The baseline: a unigram model of the train tokens (add-one smoothed) scored on val."""
+    counts = np.bincount(train, minlength=len(byte_lengths)).astype(np.float64) + 1.0
+    logp = np.log2(counts / counts.sum())
+    b = byte_lengths[val[1:]]
+    return float(-(logp[val[1:]] * (b > 0)).sum() / b.sum())
+
+
+def fingerprint(config: PretrainConfig, shards: Manifest, tokenizer: Manifest) -> str:
+    payload = json.dumps([config.model_dump(mode="json"), shards.digest(), tokenizer.digest()], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], val_paths: list[str],
+          run_dir: Path, progress: Callable[[dict], None] | None = None) -> dict:
+    """Train (or resume) and return the final checkpoint path and metrics."""
+    torch.manual_seed(config.seed)
+    device = ckpt.pick_device(config.device)
+    enc = load_tokenizer(tokenizer_path)
+    byte_lengths = token_byte_lengths(enc)
+    train_tokens, val_tokens = load_tokens(train_paths), load_tokens(val_paths)
+
+    gpt_config = model_config(config, enc.n_vocab)
+    model = GPT(gpt_config).to(device)
+    total_batch = config.total_batch_tokens or config.device_batch_size * config.sequence_len
+    micro_steps = max(1, total_batch // (config.device_batch_size * config.sequence_len))
+    steps = config.steps or max(1, int(config.tokens_per_param * model.num_params() / total_batch))
+    optimizer = make_adamw(model, config.lr, config.weight_decay)
+
+    start, history = 0, {"train_loss": [], "val_bpb": []}
+    resume = ckpt.latest_checkpoint(run_dir)
+    if resume is not None:
+        ckpt.load_weights(resume, model)
+        ckpt.load_optimizer(resume, optimizer)
+        meta = ckpt.read_meta(resume)
+        start, history = meta["step"], meta["history"]
+        torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
+
+    use_cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
+    step_model = torch.compile(model) if use_cuda and config.compile else model
+    meta_base = {"model": gpt_config.to_dict(), "config": config.model_dump(mode="json"), "steps": steps}
+
+    def evaluate() -> float:
+        return bits_per_byte(model, val_tokens, byte_lengths, config.sequence_len, config.device_batch_size,
+                             config.eval_tokens, device)
+
+    t0, tokens_done = time.perf_counter(), 0
+    model.train()
+    for step in range(start, steps):
+        set_lr(optimizer, config.lr, lr_multiplier(step, steps, config.warmup_steps, config.warmdown_frac))
+        loss_sum = 0.0
+        for micro in range(micro_steps):
+            x, y = batch_at(train_tokens, step, micro, config.device_batch_size, config.sequence_len, micro_steps)
+            with autocast:
+                loss = step_model(x.to(device), y.to(device)) / micro_steps
+            loss.backward()
+            loss_sum += loss.item()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens_done += micro_steps * config.device_batch_size * config.sequence_len
+        history["train_loss"].append([step + 1, round(loss_sum, 5)])
+        done = step + 1
+        if done % config.eval_every == 0 or done == steps:
+            history["val_bpb"].append([done, round(evaluate(), 5)])
+        if done % config.checkpoint_every == 0 or done == steps:
+            ckpt.save_checkpoint(run_dir, done, model,
+                                 {**meta_base, "history": history, "rng": torch.get_rng_state().tolist()},
+                                 optimizer, keep=config.keep_checkpoints)
+        if progress is not None:
+            elapsed = time.perf_counter() - t0
+            progress({"step": done, "steps": steps, "loss": loss_sum,
+                      "tokens_per_s": tokens_done / elapsed if elapsed else 0.0})
+
+    elapsed = time.perf_counter() - t0
+    final = ckpt.latest_checkpoint(run_dir)
+    return {
+        "checkpoint": str(final),
+        "steps": steps,
+        "params": model.num_params(),
+        "val_bpb": history["val_bpb"][-1][1],
+        "unigram_bpb": round(unigram_bits_per_byte(train_tokens, val_tokens, byte_lengths), 5),
+        "history": history,
+        "tokens_per_s": tokens_done / elapsed if elapsed and tokens_done else None,
+        "resumed_from": start,
+    }
+
+
+def checkpoint_manifest(stage: str, result: dict, info_keys: tuple[str, ...] = ("tokens_per_s",)) -> Manifest:
+    """Describe a final checkpoint: its weights file carries the content digest."""
+    path = Path(result["checkpoint"])
+    info = {k: result[k] for k in (*info_keys, "resumed_from") if k in result}
+    stats = {k: v for k, v in result.items() if k not in info}
+    return Manifest(stage=stage, files=[file_entry(path / ckpt.WEIGHTS), file_entry(path / ckpt.META)],
+                    stats=stats, info=info)
+
+
+# --- Prefect -------------------------------------------------------------------------------------
+from tasks.caching import stage_task  # noqa: E402
+
+
+def progress_reporter(description: str) -> Callable[[dict], None]:
+    """A Prefect progress artifact, updated every few percent, plus a log line."""
+    from prefect import get_run_logger
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    logger = get_run_logger()
+    artifact = create_progress_artifact(0.0, description=description)
+    last = [-1]
+
+    def report(p: dict) -> None:
+        percent = int(100 * p["step"] / p["steps"])
+        if percent // 5 != last[0] // 5 or p["step"] == p["steps"]:
+            last[0] = percent
+            update_progress_artifact(artifact, float(percent))
+            logger.info("%s step %d/%d loss %.4f (%.0f tok/s)", description, p["step"], p["steps"],
+                        p["loss"], p.get("tokens_per_s") or 0)
+
+    return report
+
+
+@stage_task("pretrain", "models.gpt", "models.optim", "models.checkpoint", "tasks.bpe", "tasks.shards",
+            packages=("torch",))
+def pretrain_task(shards: Manifest, tokenizer: Manifest, work_dir: str, config: PretrainConfig) -> Manifest:
+    run_dir = stage_dir(work_dir, STAGE) / f"run-{fingerprint(config, shards, tokenizer)}"
+    result = train(config, tokenizer.files[0].path, split_files(shards, "train"), split_files(shards, "val"),
+                   run_dir, progress_reporter("pretraining"))
+    return checkpoint_manifest(STAGE, result)
