@@ -91,10 +91,10 @@ def train_tokenizer(doc_paths: list[str], out_dir: Path, config: BpeConfig) -> M
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import stage_task  # noqa: E402
+from tasks.caching import input_key, stage_task  # noqa: E402
 
 
 @stage_task("train-tokenizer", packages=("rustbpe", "tiktoken"))
 def train_tokenizer_task(docs: list[Manifest], work_dir: str, config: BpeConfig) -> Manifest:
     paths = [f.path for m in docs for f in m.files]
-    return train_tokenizer(paths, stage_dir(work_dir, STAGE), config)
+    return train_tokenizer(paths, stage_dir(work_dir, STAGE, input_key(docs, config)), config)

@@ -102,3 +102,13 @@ def stage_task(name: str, *sources: str, packages: tuple[str, ...] = (), **optio
 
     return task(name=name, cache_policy=stage_cache(*sources, packages=packages),
                 persist_result=True, **options)
+
+
+def input_key(*inputs: Any, length: int = 12) -> str:
+    """A short digest of a stage's inputs, used to name its outputs.
+
+    Outputs of different inputs never share a name, so a cached manifest can never point at a
+    file that a run with other inputs has since overwritten.
+    """
+    payload = json.dumps(_canonical(list(inputs)), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]

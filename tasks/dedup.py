@@ -124,13 +124,13 @@ def filter_shard(docs: list[dict], shard: int, removed: dict[int, str]) -> tuple
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import stage_task  # noqa: E402
+from tasks.caching import input_key, stage_task  # noqa: E402
 
 
 @stage_task("dedup-signatures")
 def signatures_task(docs: Manifest, shard: int, work_dir: str, config: DedupConfig) -> Manifest:
     exact, sigs = compute_signatures(read_rows(docs.files[0].path), config)
-    path = stage_dir(work_dir, STAGE) / f"signatures-{shard:05d}.npz"
+    path = stage_dir(work_dir, STAGE, input_key(docs, shard, config)) / "signatures.npz"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, exact=exact, sigs=sigs)
@@ -142,7 +142,7 @@ def signatures_task(docs: Manifest, shard: int, work_dir: str, config: DedupConf
 def candidates_task(signatures: list[Manifest], band: int, work_dir: str, config: DedupConfig) -> Manifest:
     files = [(m.stats["shard"], Path(m.files[0].path)) for m in signatures]
     pairs = candidate_pairs(files, band, config.rows_per_band)
-    path = stage_dir(work_dir, STAGE) / f"pairs-band{band}.npy"
+    path = stage_dir(work_dir, STAGE, input_key(signatures, band, config)) / "pairs.npy"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, pairs)
@@ -153,7 +153,7 @@ def candidates_task(signatures: list[Manifest], band: int, work_dir: str, config
 def clusters_task(candidates: list[Manifest], work_dir: str) -> Manifest:
     removed = clusters_to_remove([(m.stats["band"], np.load(m.files[0].path)) for m in candidates])
     rows = [{"doc": d, "reason": r} for d, r in sorted(removed.items())]
-    entry = write_table(stage_dir(work_dir, STAGE) / "removed.parquet", rows, REMOVED_SCHEMA)
+    entry = write_table(stage_dir(work_dir, STAGE, input_key(candidates)) / "removed.parquet", rows, REMOVED_SCHEMA)
     return Manifest(stage="dedup-clusters", files=[entry], stats={"removed": len(rows)})
 
 
@@ -162,4 +162,4 @@ def dedup_filter_task(docs: Manifest, shard: int, clusters: Manifest, work_dir: 
     removed = {r["doc"]: r["reason"] for r in read_rows(clusters.files[0].path)}
     path = docs.files[0].path
     kept, rejected = filter_shard(read_rows(path), shard, removed)
-    return write_shard(stage_dir(work_dir, STAGE), Path(path).stem, STAGE, kept, rejected)
+    return write_shard(stage_dir(work_dir, STAGE, input_key(docs, shard, clusters)), Path(path).stem, STAGE, kept, rejected)

@@ -108,11 +108,11 @@ def extract_warc(warc_path: str | Path, keep_offsets: dict[int, dict], crawl: st
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import stage_task  # noqa: E402
+from tasks.caching import input_key, stage_task  # noqa: E402
 
 
 @stage_task("extract", packages=("fastwarc", "trafilatura", "lxml"))
 def extract_task(urls: Manifest, crawl: str, work_dir: str, config: ExtractConfig) -> Manifest:
     urls_file, warc_file = urls.files
     keep = {row["offset"]: row for row in read_rows(urls_file.path)}
-    return extract_warc(warc_file.path, keep, crawl, stage_dir(work_dir, STAGE), config)
+    return extract_warc(warc_file.path, keep, crawl, stage_dir(work_dir, STAGE, input_key(urls, config)), config)

@@ -43,7 +43,7 @@ def scrub(text: str, config: PiiConfig) -> tuple[str, int]:
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import stage_task  # noqa: E402
+from tasks.caching import input_key, stage_task  # noqa: E402
 
 
 @stage_task("pii")
@@ -54,6 +54,6 @@ def pii_task(docs: Manifest, work_dir: str, config: PiiConfig) -> Manifest:
         text, n = scrub(doc["text"], config)
         rows.append({**doc, "text": text})
         replaced += n
-    manifest = write_shard(stage_dir(work_dir, STAGE), Path(path).stem, STAGE, rows, [])
+    manifest = write_shard(stage_dir(work_dir, STAGE, input_key(docs, config)), Path(path).stem, STAGE, rows, [])
     manifest.stats["replacements"] = replaced
     return manifest

@@ -2,14 +2,12 @@
 
 The batch of step s is a pure function of s (a window of the concatenated train tokens), so a run
 resumed from a checkpoint at step s sees exactly the tokens the uninterrupted run would have seen.
-Checkpoints live in a directory named by a fingerprint of the config and the data, so a changed
+Checkpoints live in a directory named by the digest of the config and the data, so a changed
 config never resumes from another run's weights.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from pathlib import Path
@@ -102,11 +100,6 @@ def unigram_bits_per_byte(train: np.ndarray, val: np.ndarray, byte_lengths: np.n
     return float(-(logp[val[1:]] * (b > 0)).sum() / b.sum())
 
 
-def fingerprint(config: PretrainConfig, shards: Manifest, tokenizer: Manifest) -> str:
-    payload = json.dumps([config.model_dump(mode="json"), shards.digest(), tokenizer.digest()], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
 def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], val_paths: list[str],
           run_dir: Path, progress: Callable[[dict], None] | None = None) -> dict:
     """Train (or resume) and return the final checkpoint path and metrics."""
@@ -192,7 +185,7 @@ def checkpoint_manifest(stage: str, result: dict, info_keys: tuple[str, ...] = (
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import stage_task  # noqa: E402
+from tasks.caching import input_key, stage_task  # noqa: E402
 
 
 def progress_reporter(description: str) -> Callable[[dict], None]:
@@ -218,7 +211,7 @@ def progress_reporter(description: str) -> Callable[[dict], None]:
 @stage_task("pretrain", "models.gpt", "models.optim", "models.checkpoint", "tasks.bpe", "tasks.shards",
             packages=("torch",))
 def pretrain_task(shards: Manifest, tokenizer: Manifest, work_dir: str, config: PretrainConfig) -> Manifest:
-    run_dir = stage_dir(work_dir, STAGE) / f"run-{fingerprint(config, shards, tokenizer)}"
+    run_dir = stage_dir(work_dir, STAGE, input_key(shards, tokenizer, config))
     result = train(config, tokenizer.files[0].path, split_files(shards, "train"), split_files(shards, "val"),
                    run_dir, progress_reporter("pretraining"))
     return checkpoint_manifest(STAGE, result)

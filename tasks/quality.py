@@ -162,11 +162,11 @@ def filter_quality(docs: list[dict], config: QualityConfig) -> tuple[list[dict],
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import stage_task  # noqa: E402
+from tasks.caching import input_key, stage_task  # noqa: E402
 
 
 @stage_task("quality")
 def quality_task(docs: Manifest, work_dir: str, config: QualityConfig) -> Manifest:
     path = docs.files[0].path
     kept, rejected = filter_quality(read_rows(path), config)
-    return write_shard(stage_dir(work_dir, STAGE), Path(path).stem, STAGE, kept, rejected)
+    return write_shard(stage_dir(work_dir, STAGE, input_key(docs, config)), Path(path).stem, STAGE, kept, rejected)

@@ -109,10 +109,10 @@ def split_files(manifest: Manifest, split: str) -> list[str]:
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import stage_task  # noqa: E402
+from tasks.caching import input_key, stage_task  # noqa: E402
 
 
 @stage_task("token-shards", "tasks.bpe", packages=("tiktoken", "numpy"))
 def shards_task(docs: list[Manifest], tokenizer: Manifest, work_dir: str, config: ShardConfig) -> Manifest:
     paths = [f.path for m in docs for f in m.files]
-    return build_shards(paths, tokenizer.files[0].path, stage_dir(work_dir, STAGE), config)
+    return build_shards(paths, tokenizer.files[0].path, stage_dir(work_dir, STAGE, input_key(docs, tokenizer, config)), config)

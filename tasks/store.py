@@ -148,9 +148,9 @@ def read_manifest_rows(manifest: Manifest) -> list[dict]:
     return rows
 
 
-def stage_dir(work_dir: str | Path, stage: str) -> Path:
-    """Every stage writes under <work>/<stage>/; nothing else writes there."""
-    d = Path(work_dir) / stage
+def stage_dir(work_dir: str | Path, stage: str, key: str) -> Path:
+    """A stage writes under <work>/<stage>/<key>/, `key` naming its inputs (caching.input_key)."""
+    d = Path(work_dir) / stage / key
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -249,3 +249,14 @@ def generate_crawl(config: CrawlConfig, out_dir: str | Path) -> Manifest:
     return Manifest(stage="crawl", files=entries,
                     stats={"pages": len(labels), "labels": counts, "crawl": CRAWL_ID,
                            "labels_file": str(out_dir / "labels.jsonl")})
+
+
+# --- Prefect -------------------------------------------------------------------------------------
+from tasks.caching import input_key, stage_task  # noqa: E402
+
+
+@stage_task("synthetic-crawl", "tasks.grammar")
+def synthetic_crawl_task(work_dir: str, config: CrawlConfig) -> Manifest:
+    from tasks.store import stage_dir
+
+    return generate_crawl(config, stage_dir(work_dir, "crawl", input_key(config)))

@@ -62,9 +62,9 @@ def filter_warc_urls(warc_path: str | Path, out_dir: str | Path, config: UrlFilt
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import stage_task  # noqa: E402
+from tasks.caching import input_key, stage_task  # noqa: E402
 
 
 @stage_task("url-filter", packages=("fastwarc",))
 def url_filter_task(warc: Manifest, work_dir: str, config: UrlFilterConfig) -> Manifest:
-    return filter_warc_urls(warc.files[0].path, stage_dir(work_dir, STAGE), config)
+    return filter_warc_urls(warc.files[0].path, stage_dir(work_dir, STAGE, input_key(warc, config)), config)
