@@ -176,7 +176,7 @@ def make_pages(config: CrawlConfig, file_index: int, world: grammar.World) -> li
             paragraphs = _near_duplicate(source, rng)
         elif kind == "blocklisted":
             title, paragraphs = grammar.article(world, rng)
-            url = f"https://{rng.choice(BLOCKLISTED_DOMAINS)}/{n}"
+            url = f"https://{rng.choice(BLOCKLISTED_DOMAINS)}/{file_index}/{n}"
         elif kind == "spam":
             title = "Best offers"
             paragraphs = [rng.choice(SPAM_LINES) for _ in range(30)]

@@ -14,7 +14,7 @@ import pyarrow as pa
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from pydantic import BaseModel, Field
 
-from tasks.store import Manifest, file_entry, stage_dir, write_table
+from tasks.store import REJECT_SCHEMA, Manifest, file_entry, reject, stage_dir, write_table
 
 KEPT_SCHEMA = pa.schema([("offset", pa.int64()), ("url", pa.string()), ("id", pa.string()),
                          ("date", pa.string())])
@@ -45,20 +45,22 @@ def url_reject_reason(url: str, config: UrlFilterConfig) -> str | None:
 def filter_warc_urls(warc_path: str | Path, out_dir: str | Path, config: UrlFilterConfig) -> Manifest:
     """Scan the response records of one WARC file; list those whose URL passes."""
     warc_path = Path(warc_path)
-    kept, removed = [], {}
+    kept, rejected = [], []
     with open(warc_path, "rb") as stream:
         for record in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=False):
-            url = record.headers.get("WARC-Target-URI", "")
-            reason = url_reject_reason(url, config)
-            if reason:
-                removed[reason] = removed.get(reason, 0) + 1
-                continue
-            kept.append({"offset": record.stream_pos, "url": url, "id": record.record_id,
-                         "date": record.headers.get("WARC-Date", "")})
+            row = {"offset": record.stream_pos, "url": record.headers.get("WARC-Target-URI", ""),
+                   "id": record.record_id, "date": record.headers.get("WARC-Date", "")}
+            reason = url_reject_reason(row["url"], config)
+            (rejected.append(reject(row, STAGE, reason)) if reason else kept.append(row))
     name = warc_path.name.removesuffix(".warc.gz")
-    entry = write_table(Path(out_dir) / f"{name}.urls.parquet", kept, KEPT_SCHEMA)
+    out_dir = Path(out_dir)
+    entry = write_table(out_dir / f"{name}.urls.parquet", kept, KEPT_SCHEMA)
+    rejects = write_table(out_dir / f"{name}.rejects.parquet", rejected, REJECT_SCHEMA)
+    removed: dict[str, dict[str, int]] = {}
+    for r in rejected:
+        removed.setdefault(r["reason"], {"docs": 0, "chars": 0})["docs"] += 1
     return Manifest(stage=STAGE, files=[entry, file_entry(warc_path)],
-                    stats={"kept": len(kept), "removed": {k: {"docs": v, "chars": 0} for k, v in removed.items()}})
+                    stats={"kept": len(kept), "removed": removed, "rejects_file": rejects.path})
 
 
 # --- Prefect -------------------------------------------------------------------------------------

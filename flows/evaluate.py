@@ -1,0 +1,51 @@
+"""The evaluation flow: score the models and publish the report card."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from flows.common import in_work_dir, resolve, work_path
+from flows.config import PipelineConfig
+from flows.data import DataResult
+from flows.tokenizer import TokenizerResult
+from flows.train import TrainResult
+from tasks.evaluate import evaluate_task
+from tasks.store import atomic_path, write_json
+
+
+@flow(name="evaluate")
+def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens: TokenizerResult | None = None,
+                  models: TrainResult | None = None) -> str:
+    """Write <work>/report.md and the report-card artifact; return the report's path.
+    Missing inputs come from the upstream flows (cached when nothing changed)."""
+    if data is None:
+        from flows.data import data_flow
+
+        data = data_flow(config)
+    if tokens is None:
+        from flows.tokenizer import tokenizer_flow
+
+        tokens = tokenizer_flow(config, data.docs)
+    if models is None:
+        from flows.train import train_flow
+
+        models = train_flow(config, tokens)
+    work = str(work_path(config.work_dir))
+    manifests = {"accounting": data.accounting, "tokenizer": tokens.tokenizer, "shards": tokens.shards,
+                 "chat_data": models.chat_data, "pretrain": models.base, "sft": models.sft,
+                 "reward": models.reward, "rlhf": models.rlhf}
+    result = resolve("evaluate", in_work_dir(evaluate_task, work).submit(manifests, work, config.evaluate))
+    source = Path(result.files[0].path)
+    report = Path(work) / "report.md"
+    with atomic_path(report) as tmp:
+        shutil.copyfile(source, tmp)
+    # Where the latest models are, for `crawl2chat chat`.
+    write_json(Path(work) / "models.json", {name: str(Path(m.files[0].path).parent) for name, m in
+                                            (("base", models.base), ("sft", models.sft), ("rlhf", models.rlhf))}
+               | {"tokenizer": tokens.tokenizer.files[0].path})
+    create_markdown_artifact(source.read_text(), key="report-card", description="crawl2chat report card")
+    return str(report)

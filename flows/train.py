@@ -1,0 +1,64 @@
+"""The training flow: pretraining → SFT → reward model → RLHF.
+
+Training stages hold the GPU; with a Prefect global concurrency limit named "gpu" (created by
+`prefect gcl create gpu --limit 1`), two runs never share one. Without that limit the flow runs
+unthrottled, which is what a laptop wants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prefect import flow
+from pydantic import BaseModel
+
+from flows.common import in_work_dir, resolve, work_path
+from flows.config import PipelineConfig
+from flows.tokenizer import TokenizerResult
+from tasks.pretrain import pretrain_task
+from tasks.reward import reward_task
+from tasks.rlhf import rlhf_task
+from tasks.sft import sft_task
+from tasks.store import Manifest
+from tasks.synthetic_chat import chat_data_task
+
+
+class TrainResult(BaseModel):
+    chat_data: Manifest
+    base: Manifest
+    sft: Manifest
+    reward: Manifest
+    rlhf: Manifest
+
+
+def gpu_slot(config: PipelineConfig):
+    """Hold the "gpu" concurrency slot when training on CUDA; nothing on CPU."""
+    import torch
+
+    if config.train.pretrain.device == "cpu" or not torch.cuda.is_available():
+        return contextlib.nullcontext()
+    from prefect.concurrency.sync import concurrency
+
+    return concurrency("gpu", occupy=1, strict=False)
+
+
+@flow(name="train")
+def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) -> TrainResult:
+    """Pretrain, then post-train. Without `tokens`, the tokenizer flow supplies them (cached)."""
+    if tokens is None:
+        from flows.tokenizer import tokenizer_flow
+
+        tokens = tokenizer_flow(config)
+    work = str(work_path(config.work_dir))
+    cfg = config.train
+    chat_data = resolve("chat-data", in_work_dir(chat_data_task, work).submit(
+        work, cfg.chat_data, config.data.crawl.seed))
+    with gpu_slot(config):
+        base = resolve("pretrain", in_work_dir(pretrain_task, work).submit(
+            tokens.shards, tokens.tokenizer, work, cfg.pretrain))
+        sft = resolve("sft", in_work_dir(sft_task, work).submit(base, tokens.tokenizer, chat_data, work, cfg.sft))
+        reward = resolve("reward-model", in_work_dir(reward_task, work).submit(
+            sft, tokens.tokenizer, chat_data, work, cfg.reward))
+        rlhf = resolve("rlhf", in_work_dir(rlhf_task, work).submit(
+            sft, reward, tokens.tokenizer, chat_data, work, cfg.rlhf))
+    return TrainResult(chat_data=chat_data, base=base, sft=sft, reward=reward, rlhf=rlhf)

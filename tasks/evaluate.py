@@ -1,0 +1,150 @@
+"""Evaluation and the report card.
+
+The chat models answer every held-out prompt greedily and are scored against the prompts'
+checkable answers, per skill; the base model writes a few continuations. The report card gathers
+these with each stage's own metrics into one markdown page.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+
+from models import checkpoint as ckpt
+from models.chat import ChatTokens, render_prompt, visible_text
+from models.engine import generate
+from tasks.bpe import load_tokenizer
+from tasks.posttrain import checkpoint_dir
+from tasks.rlhf import is_correct
+from tasks.store import Manifest, file_entry, stage_dir, write_text
+from tasks.synthetic_chat import chat_file, read_jsonl
+
+STAGE = "evaluate"
+BASE_PROMPTS = ["The town of", "Mara Quill is", "People in Velmora like"]
+
+
+class EvalConfig(BaseModel):
+    max_prompts: int = Field(200, ge=1, description="Held-out prompts per model at most")
+    max_reply_tokens: int = Field(48, ge=1)
+    base_sample_tokens: int = Field(40, ge=1)
+    device: str = "auto"
+
+
+@torch.no_grad()
+def chat_accuracy(model, chat: ChatTokens, rows: list[dict], max_tokens: int) -> dict:
+    """Greedy answers to held-out prompts: accuracy per skill, share that stop, a few examples."""
+    per_skill: dict[str, list[int]] = {}
+    stopped, examples = 0, []
+    for row in rows:
+        sample = generate(model, render_prompt(chat, row["prompt"]), max_tokens=max_tokens,
+                          temperature=0.0, chat=chat)[0]
+        reply = visible_text(chat, sample.tokens)
+        per_skill.setdefault(row["skill"], []).append(int(is_correct(reply, row["answer"])))
+        stopped += bool(sample.tokens) and sample.tokens[-1] == chat.assistant_end
+        if len(examples) < 6 and len(per_skill[row["skill"]]) == 1:
+            examples.append({"prompt": row["prompt"][0]["content"], "reply": reply, "answer": row["answer"]})
+    accuracy = {skill: round(sum(v) / len(v), 3) for skill, v in sorted(per_skill.items())}
+    total = [x for v in per_skill.values() for x in v]
+    return {"accuracy": accuracy, "overall": round(sum(total) / max(1, len(total)), 3),
+            "stop_rate": round(stopped / max(1, len(rows)), 3), "examples": examples}
+
+
+@torch.no_grad()
+def base_samples(model, enc, max_tokens: int) -> list[dict]:
+    specials = {enc.encode_single_token(s) for s in enc.special_tokens_set}
+    bos = enc.encode_single_token("<|bos|>")
+    out = []
+    for i, prompt in enumerate(BASE_PROMPTS):
+        ids = [bos] + enc.encode_ordinary(prompt)
+        sample = generate(model, ids, max_tokens=max_tokens, temperature=0.8, top_k=50, seed=i, stop={bos})[0]
+        out.append({"prompt": prompt, "completion": enc.decode([t for t in sample.tokens if t not in specials])})
+    return out
+
+
+def mermaid_line(title: str, points: list[list[float]], y_label: str, max_points: int = 40) -> str:
+    """A mermaid xychart of (step, value) points, thinned to at most `max_points`."""
+    if not points:
+        return ""
+    stride = max(1, len(points) // max_points)
+    kept = points[::stride]
+    if kept[-1] != points[-1]:
+        kept.append(points[-1])
+    xs = ", ".join(str(int(p[0])) for p in kept)
+    ys = ", ".join(f"{p[1]:.4f}" for p in kept)
+    return (f'```mermaid\nxychart-beta\n  title "{title}"\n  x-axis "step" [{xs}]\n'
+            f'  y-axis "{y_label}"\n  line [{ys}]\n```\n')
+
+
+def _table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "(none)\n"
+    keys = columns or list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def report_card(m: dict[str, Manifest], data_report: dict, chat_eval: dict, samples: list[dict]) -> str:
+    pre, sft, rm, rl = (m[k].stats for k in ("pretrain", "sft", "reward", "rlhf"))
+    shards = m["shards"].stats
+    out = ["# crawl2chat report card", ""]
+    out += ["## Data", "", _table([r for r in data_report["removed"] if r["docs"]], ["stage", "reason", "docs", "chars", "share"])]
+    if "ground_truth" in data_report:
+        out += ["Filters against the synthetic crawl's labels:", "", _table(data_report["ground_truth"], ["stage", "removed", "precision", "recall", "good_kept"])]
+    out += ["## Tokenizer", "",
+            f"- vocabulary: {m['tokenizer'].stats['vocab_size']} tokens",
+            f"- val: {shards['val']['bytes'] / shards['val']['tokens']:.2f} bytes per token; "
+            f"train tokens: {shards['train']['tokens']:,}", ""]
+    out += ["## Pretraining", "",
+            f"- model: {pre['params']:,} parameters, {pre['steps']} steps",
+            f"- **val bits per byte: {pre['val_bpb']:.4f}** (unigram model of the same data: "
+            f"{pre['unigram_bpb']:.4f})",
+            f"- throughput: {m['pretrain'].info.get('tokens_per_s') or 0:,.0f} tokens/s", "",
+            mermaid_line("Pretraining loss", pre["history"]["train_loss"], "loss"),
+            "Samples (temperature 0.8):", ""]
+    out += [f"- *{s['prompt']}* → {s['completion']!r}" for s in samples] + [""]
+    out += ["## SFT", "",
+            f"- held-out loss on assistant tokens: {sft['heldout_loss_before']:.3f} → {sft['heldout_loss_after']:.3f}",
+            "", "Held-out prompts (greedy):", ""]
+    out += [f"- **{s['prompt']}** → {s['reply']!r} {'(stopped at <|assistant_end|>)' if s['stopped'] else '(did not stop)'}"
+            for s in sft["samples"]] + [""]
+    out += ["## Reward model", "",
+            f"- held-out pairwise accuracy: **{rm['heldout_accuracy']:.3f}** "
+            f"(before training {rm['heldout_accuracy_before']:.3f}, {rm['heldout_pairs']} pairs)", ""]
+    out += ["## RLHF", "", _table([{"": "before", **rl["before"]}, {"": "after", **rl["after"]}]),
+            mermaid_line("RL mean reward", [[p[0], p[1]] for p in rl["curve"]], "reward")]
+    out += ["## Chat evaluation (held-out prompts, greedy)", ""]
+    rows = [{"model": name, **res["accuracy"], "overall": res["overall"], "stop rate": res["stop_rate"]}
+            for name, res in chat_eval.items()]
+    out += [_table(rows), "Examples (RLHF model):", ""]
+    out += [f"- **{e['prompt']}** → {e['reply']!r} (expected: {e['answer']})" for e in chat_eval["rlhf"]["examples"]]
+    return "\n".join(out) + "\n"
+
+
+def evaluate(manifests: dict[str, Manifest], config: EvalConfig, out_dir: Path) -> tuple[Path, dict]:
+    device = ckpt.pick_device(config.device)
+    enc = load_tokenizer(manifests["tokenizer"].files[0].path)
+    chat = ChatTokens(enc)
+    rows = read_jsonl(chat_file(manifests["chat_data"], "rl_heldout"))[:config.max_prompts]
+    chat_eval = {name: chat_accuracy(ckpt.load_gpt(checkpoint_dir(manifests[name]), device), chat, rows,
+                                     config.max_reply_tokens) for name in ("sft", "rlhf")}
+    samples = base_samples(ckpt.load_gpt(checkpoint_dir(manifests["pretrain"]), device), enc,
+                           config.base_sample_tokens)
+    data_report = json.loads(Path(manifests["accounting"].files[0].path).read_text())
+    markdown = report_card(manifests, data_report, chat_eval, samples)
+    path = write_text(out_dir / "report.md", markdown)
+    return path, {"chat": {k: {kk: vv for kk, vv in v.items() if kk != "examples"} for k, v in chat_eval.items()},
+                  "base_samples": samples}
+
+
+# --- Prefect -------------------------------------------------------------------------------------
+from tasks.caching import input_key, stage_task  # noqa: E402
+
+
+@stage_task("evaluate", "models.engine", "models.chat", "tasks.rlhf", packages=("torch", "tiktoken"))
+def evaluate_task(manifests: dict[str, Manifest], work_dir: str, config: EvalConfig) -> Manifest:
+    path, stats = evaluate(manifests, config, stage_dir(work_dir, STAGE, input_key(manifests, config)))
+    return Manifest(stage=STAGE, files=[file_entry(path)], stats=stats)

@@ -1,0 +1,60 @@
+"""Shared fixtures. Flow tests run under Prefect's test harness (a throwaway server and DB)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def small_crawl(tmp_path_factory):
+    """A small synthetic crawl, written once per test session."""
+    from tasks.synthetic import CrawlConfig, generate_crawl
+
+    out = tmp_path_factory.mktemp("crawl")
+    return generate_crawl(CrawlConfig(seed=1234, num_files=2, pages_per_file=60), out)
+
+
+@pytest.fixture(scope="session")
+def clean_docs(small_crawl, tmp_path_factory):
+    """The small crawl run through every per-file data stage (no Prefect): a list of rows."""
+    from tasks import extract, langid, quality, store, urlfilter
+
+    out = tmp_path_factory.mktemp("docs")
+    docs = []
+    for f in small_crawl.files:
+        urls = urlfilter.filter_warc_urls(f.path, out, urlfilter.UrlFilterConfig())
+        keep = {r["offset"]: r for r in store.read_rows(urls.files[0].path)}
+        extracted = extract.extract_warc(f.path, keep, "TEST", out, extract.ExtractConfig())
+        kept, _ = langid.filter_languages(store.read_rows(extracted.files[0].path), langid.LangIdConfig())
+        kept, _ = quality.filter_quality(kept, quality.QualityConfig())
+        docs += kept
+    return docs
+
+
+@pytest.fixture(scope="session")
+def docs_parquet(clean_docs, tmp_path_factory) -> str:
+    from tasks.store import DOCUMENT_SCHEMA, write_table
+
+    return write_table(tmp_path_factory.mktemp("parquet") / "docs.parquet", clean_docs, DOCUMENT_SCHEMA).path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path(docs_parquet, tmp_path_factory) -> str:
+    from tasks.bpe import BpeConfig, train_tokenizer
+
+    return train_tokenizer([docs_parquet], tmp_path_factory.mktemp("tok"), BpeConfig(vocab_size=400)).files[0].path

@@ -1,0 +1,106 @@
+"""URL filter, extraction, language ID, quality filters and PII, each on its own."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks import extract, langid, pii, quality, store, urlfilter
+
+
+def test_url_filter_blocks_domains_subdomains_and_banned_words():
+    cfg = urlfilter.UrlFilterConfig(blocked_domains=["bad.example"], banned_words=["casino"])
+    assert urlfilter.url_reject_reason("https://bad.example/x", cfg) == "blocked_domain"
+    assert urlfilter.url_reject_reason("https://www.bad.example/x", cfg) == "blocked_domain"
+    assert urlfilter.url_reject_reason("https://notbad.example/x", cfg) is None
+    assert urlfilter.url_reject_reason("https://ok.example/best-casino-online", cfg) == "banned_word"
+    assert urlfilter.url_reject_reason("https://ok.example/casinos", cfg) is None  # whole words only
+
+
+def extract_file(path, tmp_path):
+    urls = urlfilter.filter_warc_urls(path, tmp_path, urlfilter.UrlFilterConfig(blocked_domains=[], banned_words=[]))
+    keep = {r["offset"]: r for r in store.read_rows(urls.files[0].path)}
+    return extract.extract_warc(path, keep, "TEST", tmp_path, extract.ExtractConfig())
+
+
+def test_extracts_real_common_crawl_pages(shared_data, tmp_path):
+    m = extract_file(shared_data / "warc" / "warcfile.warc.gz", tmp_path)
+    docs = store.read_rows(m.files[0].path)
+    assert len(docs) + sum(r["docs"] for r in m.stats["removed"].values()) == 16
+    assert len(docs) >= 10
+    assert any("\u0400" <= ch <= "\u04ff" for d in docs for ch in d["text"])  # windows-1251 decoded to Cyrillic
+    assert all(d["id"].startswith("<urn:uuid:") and d["warc_file"] == "warcfile.warc.gz" for d in docs)
+
+
+def test_truncated_record_is_skipped_and_counted(shared_data, tmp_path):
+    m = extract_file(shared_data / "warc" / "clipped.warc.gz", tmp_path)
+    assert m.stats["kept"] == 0
+    assert m.stats["removed"] == {"truncated_record": {"docs": 1, "chars": 0}}
+
+
+def test_quirky_warc_headers_are_read(shared_data, tmp_path):
+    m = extract_file(shared_data / "warc" / "clueweb-quirk.warc.gz", tmp_path)
+    assert m.stats["kept"] + sum(r["docs"] for r in m.stats["removed"].values()) == 29
+
+
+def test_invalid_utf8_is_rejected_not_crashed():
+    with pytest.raises(extract.BadRecord, match="invalid_encoding"):
+        extract.decode_html(b"caf\xe9", "text/html; charset=utf-8")
+    assert extract.decode_html(b"caf\xe9", "text/html") == "café"  # undeclared: windows-1252
+    with pytest.raises(extract.BadRecord, match="unknown_charset"):
+        extract.decode_html(b"x", "text/html; charset=no-such-charset")
+
+
+def test_synthetic_bad_encoding_pages_are_counted(small_crawl, tmp_path):
+    labels = [json.loads(l) for l in Path(small_crawl.stats["labels_file"]).read_text().splitlines()]
+    expected = sum(l["label"] == "bad_encoding" for l in labels)
+    counted = sum(extract_file(f.path, tmp_path / str(i)).stats["removed"].get("invalid_encoding", {"docs": 0})["docs"]
+                  for i, f in enumerate(small_crawl.files))
+    assert counted == expected > 0
+
+
+def test_langid_keeps_english_and_scores_it():
+    docs = [{"id": "1", "url": "u1", "text": "The river flows past the old mill and the people walk to the market."},
+            {"id": "2", "url": "u2", "text": "Der Markt in der Stadt öffnet früh am Morgen und die Leute kaufen Brot."}]
+    kept, rejected = langid.filter_languages(docs, langid.LangIdConfig())
+    assert [d["id"] for d in kept] == ["1"] and kept[0]["lang"] == "en" and kept[0]["lang_score"] > 0.65
+    assert rejected[0]["reason"] == "lang_de"
+
+
+ENGLISH = ("The town of Velmora lies by the river Astel, and the people of the town walk to the market "
+           "every morning to buy bread and fish. ")
+
+
+def test_gopher_quality_rules():
+    q = quality.GopherQuality()
+    assert q.reason("too short.") == "too_few_words"
+    assert q.reason(ENGLISH * 5) is None
+    assert q.reason(" ".join(["table window engine banana pencil"] * 20)) == "stop_words"
+
+
+def test_gopher_repetition_catches_repeated_lines():
+    text = "\n".join(["Buy cheap pills now, best price here."] * 20 + [ENGLISH])
+    assert quality.GopherRepetition().reason(text) in {"dup_line_frac", "dup_line_char_frac"}
+    assert quality.GopherRepetition().reason(ENGLISH) is None
+
+
+def test_c4_and_fineweb_rules():
+    assert quality.C4Filter().reason("Lorem ipsum dolor sit amet") == "bad_phrase"
+    assert quality.C4Filter().reason("function() { return 1 }") == "curly_bracket"
+    no_punct = "\n".join(["a line without any ending punctuation at all here"] * 3)
+    assert quality.FineWebFilter().reason(no_punct) == "line_punct_ratio"
+    short = "\n".join(["Short line."] * 10)
+    assert quality.FineWebFilter().reason(short) == "short_line_ratio"
+
+
+def test_quality_reason_names_filter_and_rule_and_filters_can_be_disabled():
+    assert quality.quality_reason("tiny", quality.QualityConfig()) == "gopher_quality:too_few_words"
+    off = quality.QualityConfig(gopher_repetition=None, gopher_quality=None, c4=None, fineweb=None)
+    assert quality.quality_reason("tiny", off) is None
+
+
+def test_pii_replaces_emails_and_public_ips_only():
+    text, n = pii.scrub("Mail jane.doe@mail.example.org or ping 8.8.8.8 or 192.168.1.1.", pii.PiiConfig())
+    assert "jane.doe" not in text and "8.8.8.8" not in text
+    assert "192.168.1.1" in text  # private addresses are not personal data on the public web
+    assert n == 2

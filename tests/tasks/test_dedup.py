@@ -1,0 +1,47 @@
+import numpy as np
+
+from tasks import dedup
+from tasks.synthetic import _near_duplicate
+import random
+
+TEXT = " ".join(f"word{i} and the river number {i} flows past the mill." for i in range(60))
+
+
+def run_dedup(shards: list[list[dict]], tmp_path, config=dedup.DedupConfig()):
+    files = []
+    for i, docs in enumerate(shards):
+        exact, sigs = dedup.compute_signatures(docs, config)
+        path = tmp_path / f"sig{i}.npz"
+        np.savez(path, exact=exact, sigs=sigs)
+        files.append((i, path))
+    bands = [dedup.EXACT_BAND] + list(range(config.bands))
+    removed = dedup.clusters_to_remove([(b, dedup.candidate_pairs(files, b, config.rows_per_band)) for b in bands])
+    return [dedup.filter_shard(docs, i, removed) for i, docs in enumerate(shards)]
+
+
+def doc(i, text):
+    return {"id": str(i), "url": f"u{i}", "text": text}
+
+
+def test_exact_duplicates_across_shards_keep_the_first(tmp_path):
+    shards = [[doc(0, TEXT), doc(1, "something else entirely, " * 20)], [doc(2, TEXT.upper())]]
+    (kept0, rej0), (kept1, rej1) = run_dedup(shards, tmp_path)
+    assert [d["id"] for d in kept0] == ["0", "1"]
+    assert kept1 == [] and rej1[0]["reason"] == "exact_duplicate"
+
+
+def test_near_duplicates_are_found_and_distinct_texts_kept(tmp_path):
+    near = " ".join(_near_duplicate([TEXT], random.Random(0)))
+    other = " ".join(f"item{i} is a different sentence about bread {i}." for i in range(60))
+    (kept, rejected), = run_dedup([[doc(0, TEXT), doc(1, near), doc(2, other)]], tmp_path)
+    assert [d["id"] for d in kept] == ["0", "2"]
+    assert rejected[0]["id"] == "1" and rejected[0]["reason"] == "near_duplicate"
+
+
+def test_minhash_signature_is_deterministic_and_similarity_tracks_jaccard():
+    cfg = dedup.DedupConfig()
+    perms = dedup._permutations(cfg)
+    a = dedup.minhash(TEXT, cfg, perms)
+    assert (a == dedup.minhash(TEXT, cfg, dedup._permutations(cfg))).all()
+    b = dedup.minhash(" ".join(f"other{i} text here now" for i in range(80)), cfg, perms)
+    assert (a == b).mean() < 0.1

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import tiktoken
+
+from tasks import bpe, shards
+from tasks.shards import ShardError, is_val, read_shard, write_shard_file
+
+
+def test_tokenizer_loads_into_tiktoken_and_round_trips(tokenizer_path):
+    enc = bpe.load_tokenizer(tokenizer_path)
+    assert isinstance(enc, tiktoken.Encoding)
+    for text in ["The town of Velmora lies by the river Astel.", "naïve café 12345 😀 \n\t x", ""]:
+        assert enc.decode(enc.encode_ordinary(text)) == text
+    assert len(enc.encode_ordinary("The town of Velmora")) < len("The town of Velmora".encode())
+
+
+def test_special_tokens_are_not_produced_from_ordinary_text(tokenizer_path):
+    enc = bpe.load_tokenizer(tokenizer_path)
+    ids = enc.encode_ordinary("<|bos|> <|assistant_end|>")
+    assert enc.encode_single_token("<|bos|>") not in ids
+    with pytest.raises(ValueError):
+        enc.encode("<|bos|>")  # tiktoken refuses unless the caller allows it
+    assert enc.encode("<|bos|>", allowed_special="all") == [enc.encode_single_token("<|bos|>")]
+
+
+def test_training_is_deterministic(clean_docs):
+    cfg = bpe.BpeConfig(vocab_size=350)
+    texts = [d["text"] for d in clean_docs]
+    assert bpe.train_bpe(texts, cfg) == bpe.train_bpe(texts, cfg)
+
+
+def test_training_text_respects_caps():
+    cfg = bpe.BpeConfig(max_chars=25, doc_cap=10)
+    assert list(bpe.training_texts([{"text": "a" * 100}] * 5, cfg)) == ["a" * 10] * 2 + ["a" * 5]
+
+
+def test_shard_round_trip_and_boundaries(tmp_path):
+    docs = [[1, 2, 3], [4, 5], [6]]
+    path = tmp_path / "s.bin"
+    write_shard_file(path, docs, vocab_size=1000)
+    tokens, starts = read_shard(path)
+    assert tokens.dtype == np.dtype("<u2")
+    assert tokens.tolist() == [1, 2, 3, 4, 5, 6] and starts.tolist() == [0, 3, 5]
+
+
+def test_truncated_or_corrupted_shard_is_refused(tmp_path):
+    path = tmp_path / "s.bin"
+    write_shard_file(path, [[1, 2, 3]] * 10, vocab_size=70_000)
+    data = path.read_bytes()
+    path.write_bytes(data[:-5])
+    with pytest.raises(ShardError, match="truncated or corrupted"):
+        read_shard(path)
+    path.write_bytes(b"XXXXXXXX" + data[8:])
+    with pytest.raises(ShardError, match="not a token shard"):
+        read_shard(path)
+
+
+def test_split_is_stable_when_documents_are_added():
+    ids = [f"doc-{i}" for i in range(2000)]
+    before = {i for i in ids[:1000] if is_val(i, 0.1)}
+    after = {i for i in ids if is_val(i, 0.1)}
+    assert before == {i for i in after if i in set(ids[:1000])}
+    assert 50 < len(after) < 350
+
+
+def test_build_shards_prefixes_bos_and_splits(docs_parquet, tokenizer_path, tmp_path):
+    m = shards.build_shards([docs_parquet], tokenizer_path, tmp_path, shards.ShardConfig(val_fraction=0.2))
+    enc = bpe.load_tokenizer(tokenizer_path)
+    tokens, starts = read_shard(shards.split_files(m, "train")[0])
+    bos = enc.encode_single_token("<|bos|>")
+    assert (tokens[starts] == bos).all() and (tokens == bos).sum() == len(starts)
+    assert m.stats["train"]["documents"] + m.stats["val"]["documents"] > 10

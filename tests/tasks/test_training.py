@@ -1,0 +1,90 @@
+"""Pretraining (exact resume, bits per byte) and the post-training stages on micro settings."""
+
+import pytest
+
+from models import checkpoint as ckpt
+from tasks import pretrain, reward, rlhf, sft, shards
+from tasks.synthetic_chat import ChatDataConfig, generate_chat_data
+
+MICRO = dict(depth=2, aspect_ratio=32, head_dim=32, sequence_len=32, device_batch_size=4, lr=3e-3,
+             warmup_steps=2, eval_every=5, eval_tokens=1024, checkpoint_every=3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def token_shards(docs_parquet, tokenizer_path, tmp_path_factory):
+    m = shards.build_shards([docs_parquet], tokenizer_path, tmp_path_factory.mktemp("shards"),
+                            shards.ShardConfig(val_fraction=0.2))
+    return shards.split_files(m, "train"), shards.split_files(m, "val")
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crash_at(step):
+    def progress(p):
+        if p["step"] == step:
+            raise Crash(f"killed at step {step}")
+    return progress
+
+
+def test_resume_reproduces_the_uninterrupted_run(token_shards, tokenizer_path, tmp_path):
+    train, val = token_shards
+    cfg = pretrain.PretrainConfig(steps=10, **MICRO)
+    full = pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "full")
+    with pytest.raises(Crash):
+        pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "resumed", crash_at(7))
+    # The kill came after the step-6 checkpoint and before step 9's: resume from 6.
+    assert ckpt.read_meta(ckpt.latest_checkpoint(tmp_path / "resumed"))["step"] == 6
+    resumed = pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "resumed")
+    assert resumed["resumed_from"] == 6
+    assert resumed["history"]["train_loss"] == full["history"]["train_loss"]
+    assert resumed["val_bpb"] == full["val_bpb"]
+
+
+def test_keeps_only_the_last_checkpoints(token_shards, tokenizer_path, tmp_path):
+    train, val = token_shards
+    pretrain.train(pretrain.PretrainConfig(steps=10, keep_checkpoints=2, **MICRO), tokenizer_path, train, val, tmp_path)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000009", "step-000010"]
+
+
+def test_base_model_beats_the_unigram_baseline(token_shards, tokenizer_path, tmp_path):
+    train, val = token_shards
+    result = pretrain.train(pretrain.PretrainConfig(steps=60, **MICRO), tokenizer_path, train, val, tmp_path)
+    assert result["val_bpb"] < 0.8 * result["unigram_bpb"]
+
+
+@pytest.fixture(scope="module")
+def chat_data():
+    return generate_chat_data(ChatDataConfig(sft_examples=200, preference_pairs=200, rl_prompts=40,
+                                             heldout_fraction=0.2), world_seed=1234)
+
+
+@pytest.fixture(scope="module")
+def base_model(token_shards, tokenizer_path, tmp_path_factory):
+    train, val = token_shards
+    out = tmp_path_factory.mktemp("base")
+    return pretrain.train(pretrain.PretrainConfig(steps=20, **MICRO), tokenizer_path, train, val, out)["checkpoint"]
+
+
+def test_post_training_stages_learn(base_model, tokenizer_path, chat_data, tmp_path):
+    from pathlib import Path
+
+    s = sft.finetune(Path(base_model), tokenizer_path, chat_data["sft_train"], chat_data["sft_heldout"],
+                     tmp_path / "sft", sft.SftConfig(steps=30, batch_size=8, device="cpu", samples=2))
+    assert s["heldout_loss_after"] < s["heldout_loss_before"]
+    assert len(s["samples"]) == 2 and all("reply" in x for x in s["samples"])
+
+    r = reward.train_reward_model(Path(s["checkpoint"]), tokenizer_path, chat_data["preferences_train"],
+                                  chat_data["preferences_heldout"], tmp_path / "rm",
+                                  reward.RewardConfig(steps=30, batch_size=8, device="cpu"))
+    assert r["heldout_accuracy_before"] == 0.5  # a zero head ties every pair
+    assert r["train_loss"][-1][1] < r["train_loss"][0][1]
+
+    rl = rlhf.train_rlhf(Path(s["checkpoint"]), Path(r["checkpoint"]), tokenizer_path, chat_data["rl_train"],
+                         chat_data["rl_heldout"], tmp_path / "rl",
+                         rlhf.RlhfConfig(steps=2, prompts_per_step=2, samples_per_prompt=2, max_reply_tokens=8,
+                                         eval_prompts=4, device="cpu"))
+    assert rl["before"]["mean_kl"] == 0.0  # the policy starts as the reference
+    assert set(rl["after"]) == {"mean_reward", "mean_kl", "accuracy"}
+    assert ckpt.latest_checkpoint(tmp_path / "rl") is not None
