@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from tasks.bpe import BpeConfig
 from tasks.dedup import DedupConfig
@@ -23,6 +23,7 @@ from tasks.reward import RewardConfig
 from tasks.rlhf import RlhfConfig
 from tasks.sft import SftConfig
 from tasks.shards import ShardConfig
+from tasks.store import StageConfig
 from tasks.synthetic import CrawlConfig
 from tasks.synthetic_chat import ChatDataConfig
 from tasks.urlfilter import UrlFilterConfig
@@ -30,11 +31,7 @@ from tasks.urlfilter import UrlFilterConfig
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataConfig(Strict):
+class DataConfig(StageConfig):
     crawl: CrawlConfig = Field(default_factory=CrawlConfig)
     urlfilter: UrlFilterConfig = Field(default_factory=UrlFilterConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
@@ -44,12 +41,12 @@ class DataConfig(Strict):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
 
 
-class TokenizerConfig(Strict):
+class TokenizerConfig(StageConfig):
     bpe: BpeConfig = Field(default_factory=BpeConfig)
     shards: ShardConfig = Field(default_factory=ShardConfig)
 
 
-class TrainConfig(Strict):
+class TrainConfig(StageConfig):
     chat_data: ChatDataConfig = Field(default_factory=ChatDataConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     sft: SftConfig = Field(default_factory=SftConfig)
@@ -57,7 +54,7 @@ class TrainConfig(Strict):
     rlhf: RlhfConfig = Field(default_factory=RlhfConfig)
 
 
-class PipelineConfig(Strict):
+class PipelineConfig(StageConfig):
     work_dir: str = Field("work", description="Where every stage writes; results and caches live here too")
     data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)

@@ -10,8 +10,12 @@ from collections import Counter
 from uuid import UUID
 
 from prefect import get_client
-from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter,
-                                            TaskRunFilterFlowRunId)
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
 
 
 def _flow_tree(client, root: UUID) -> list:

@@ -15,9 +15,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import tiktoken
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tasks.store import Manifest, file_entry, read_rows, stage_dir, write_text
+from tasks.store import Manifest, StageConfig, file_entry, read_rows, stage_dir, write_text
 
 STAGE = "tokenizer"
 # GPT-4's split pattern, with numbers split into groups of at most two digits.
@@ -27,7 +27,7 @@ SPECIAL_TOKENS = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_star
                   "<|python_start|>", "<|python_end|>", "<|output_start|>", "<|output_end|>"]
 
 
-class BpeConfig(BaseModel):
+class BpeConfig(StageConfig):
     vocab_size: int = Field(1024, ge=256 + len(SPECIAL_TOKENS) + 1, description="Including special tokens")
     max_chars: int = Field(20_000_000, ge=1, description="Characters of training text at most")
     doc_cap: int = Field(10_000, ge=1, description="Characters taken from any one document at most")

@@ -18,10 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tasks.store import (Manifest, atomic_path, file_entry, read_rows, reject, stage_dir,
-                         write_shard, write_table)
+from tasks.store import (
+    Manifest,
+    StageConfig,
+    atomic_path,
+    file_entry,
+    read_rows,
+    reject,
+    stage_dir,
+    write_shard,
+    write_table,
+)
 
 STAGE = "dedup"
 EXACT_BAND = -1  # the "band" whose key is the exact-text hash
@@ -30,7 +39,7 @@ _NON_WORD = re.compile(r"[^\w\s]", re.UNICODE)
 REMOVED_SCHEMA = pa.schema([("doc", pa.int64()), ("reason", pa.string())])
 
 
-class DedupConfig(BaseModel):
+class DedupConfig(StageConfig):
     exact: bool = True
     minhash: bool = True
     ngram: int = Field(5, ge=1, description="Words per shingle")
@@ -162,4 +171,5 @@ def dedup_filter_task(docs: Manifest, shard: int, clusters: Manifest, work_dir: 
     removed = {r["doc"]: r["reason"] for r in read_rows(clusters.files[0].path)}
     path = docs.files[0].path
     kept, rejected = filter_shard(read_rows(path), shard, removed)
-    return write_shard(stage_dir(work_dir, STAGE, input_key(docs, shard, clusters)), Path(path).stem, STAGE, kept, rejected)
+    out_dir = stage_dir(work_dir, STAGE, input_key(docs, shard, clusters))
+    return write_shard(out_dir, Path(path).stem, STAGE, kept, rejected)

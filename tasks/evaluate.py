@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from models import checkpoint as ckpt
 from models.chat import ChatTokens, render_prompt, visible_text
@@ -19,14 +19,14 @@ from models.engine import generate
 from tasks.bpe import load_tokenizer
 from tasks.posttrain import checkpoint_dir
 from tasks.rlhf import is_correct
-from tasks.store import Manifest, file_entry, stage_dir, write_text
+from tasks.store import Manifest, StageConfig, file_entry, stage_dir, write_text
 from tasks.synthetic_chat import chat_file, read_jsonl
 
 STAGE = "evaluate"
 BASE_PROMPTS = ["The town of", "Mara Quill is", "People in Velmora like"]
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(StageConfig):
     max_prompts: int = Field(200, ge=1, description="Held-out prompts per model at most")
     max_reply_tokens: int = Field(48, ge=1)
     base_sample_tokens: int = Field(40, ge=1)
@@ -91,9 +91,11 @@ def report_card(m: dict[str, Manifest], data_report: dict, chat_eval: dict, samp
     pre, sft, rm, rl = (m[k].stats for k in ("pretrain", "sft", "reward", "rlhf"))
     shards = m["shards"].stats
     out = ["# crawl2chat report card", ""]
-    out += ["## Data", "", _table([r for r in data_report["removed"] if r["docs"]], ["stage", "reason", "docs", "chars", "share"])]
+    removed = [r for r in data_report["removed"] if r["docs"]]
+    out += ["## Data", "", _table(removed, ["stage", "reason", "docs", "chars", "share"])]
     if "ground_truth" in data_report:
-        out += ["Filters against the synthetic crawl's labels:", "", _table(data_report["ground_truth"], ["stage", "removed", "precision", "recall", "good_kept"])]
+        out += ["Filters against the synthetic crawl's labels:", "",
+                _table(data_report["ground_truth"], ["stage", "removed", "precision", "recall", "good_kept"])]
     out += ["## Tokenizer", "",
             f"- vocabulary: {m['tokenizer'].stats['vocab_size']} tokens",
             f"- val: {shards['val']['bytes'] / shards['val']['tokens']:.2f} bytes per token; "
@@ -109,8 +111,8 @@ def report_card(m: dict[str, Manifest], data_report: dict, chat_eval: dict, samp
     out += ["## SFT", "",
             f"- held-out loss on assistant tokens: {sft['heldout_loss_before']:.3f} → {sft['heldout_loss_after']:.3f}",
             "", "Held-out prompts (greedy):", ""]
-    out += [f"- **{s['prompt']}** → {s['reply']!r} {'(stopped at <|assistant_end|>)' if s['stopped'] else '(did not stop)'}"
-            for s in sft["samples"]] + [""]
+    out += [f"- **{s['prompt']}** → {s['reply']!r} "
+            + ("(stopped at <|assistant_end|>)" if s["stopped"] else "(did not stop)") for s in sft["samples"]] + [""]
     out += ["## Reward model", "",
             f"- held-out pairwise accuracy: **{rm['heldout_accuracy']:.3f}** "
             f"(before training {rm['heldout_accuracy_before']:.3f}, {rm['heldout_pairs']} pairs)", ""]

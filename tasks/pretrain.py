@@ -15,19 +15,19 @@ from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from models import checkpoint as ckpt
 from models.gpt import GPT, GPTConfig
 from models.optim import lr_multiplier, make_adamw, set_lr
 from tasks.bpe import load_tokenizer, token_byte_lengths
 from tasks.shards import read_shard, split_files
-from tasks.store import Manifest, file_entry, stage_dir
+from tasks.store import Manifest, StageConfig, file_entry, stage_dir
 
 STAGE = "pretrain"
 
 
-class PretrainConfig(BaseModel):
+class PretrainConfig(StageConfig):
     depth: int = Field(4, ge=1, description="The one dial: layers; width = depth × aspect_ratio")
     aspect_ratio: int = Field(32, ge=1)
     head_dim: int = Field(32, ge=8)

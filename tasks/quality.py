@@ -10,9 +10,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tasks.store import Manifest, read_rows, reject, stage_dir, write_shard
+from tasks.store import Manifest, StageConfig, read_rows, reject, stage_dir, write_shard
 
 STAGE = "quality"
 STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
@@ -36,7 +36,7 @@ def _duplicated_lines(lines: list[str]) -> tuple[int, int]:
     return dup_lines, dup_chars
 
 
-class GopherRepetition(BaseModel):
+class GopherRepetition(StageConfig):
     dup_line_frac: float = 0.3
     dup_line_char_frac: float = 0.2
     top_ngram_char_frac: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
@@ -69,7 +69,7 @@ class GopherRepetition(BaseModel):
         return None
 
 
-class GopherQuality(BaseModel):
+class GopherQuality(StageConfig):
     min_words: int = 50
     max_words: int = 100_000
     min_mean_word_length: float = 3
@@ -98,7 +98,7 @@ class GopherQuality(BaseModel):
         return None
 
 
-class C4Filter(BaseModel):
+class C4Filter(StageConfig):
     """C4's document rules, without its terminal-punctuation rule (FineWeb drops that one too)."""
 
     bad_phrases: list[str] = Field(default_factory=lambda: ["lorem ipsum", "javascript must be enabled",
@@ -114,7 +114,7 @@ class C4Filter(BaseModel):
         return None
 
 
-class FineWebFilter(BaseModel):
+class FineWebFilter(StageConfig):
     min_line_punct_ratio: float = 0.12
     max_short_line_ratio: float = 0.67
     short_line_chars: int = 30
@@ -137,7 +137,7 @@ class FineWebFilter(BaseModel):
         return None
 
 
-class QualityConfig(BaseModel):
+class QualityConfig(StageConfig):
     gopher_repetition: GopherRepetition | None = Field(default_factory=GopherRepetition)
     gopher_quality: GopherQuality | None = Field(default_factory=GopherQuality)
     c4: C4Filter | None = Field(default_factory=C4Filter)

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from models import checkpoint as ckpt
 from models.chat import ChatTokens, render_assistant, render_prompt
@@ -15,13 +15,13 @@ from models.optim import lr_multiplier, make_adamw, set_lr
 from models.reward import RewardModel, bradley_terry_loss
 from tasks.bpe import load_tokenizer
 from tasks.posttrain import checkpoint_dir, pad_rows
-from tasks.store import Manifest, stage_dir
+from tasks.store import Manifest, StageConfig, stage_dir
 from tasks.synthetic_chat import chat_file, read_jsonl
 
 STAGE = "reward"
 
 
-class RewardConfig(BaseModel):
+class RewardConfig(StageConfig):
     steps: int = Field(200, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(5e-4, gt=0)

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from models import checkpoint as ckpt
 from models.chat import ChatTokens, render_prompt, visible_text
@@ -21,13 +21,13 @@ from models.optim import make_adamw
 from tasks.bpe import load_tokenizer
 from tasks.posttrain import checkpoint_dir, reply_logprobs
 from tasks.reward import load_reward_model, score
-from tasks.store import Manifest, stage_dir
+from tasks.store import Manifest, StageConfig, stage_dir
 from tasks.synthetic_chat import chat_file, read_jsonl
 
 STAGE = "rlhf"
 
 
-class RlhfConfig(BaseModel):
+class RlhfConfig(StageConfig):
     steps: int = Field(30, ge=1)
     prompts_per_step: int = Field(8, ge=1)
     samples_per_prompt: int = Field(4, ge=2, description="Group size for the mean-reward baseline")

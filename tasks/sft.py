@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from models import checkpoint as ckpt
 from models.chat import ChatTokens, render_conversation, render_prompt, visible_text
@@ -18,13 +18,13 @@ from models.engine import generate
 from models.optim import lr_multiplier, make_adamw, set_lr
 from tasks.bpe import load_tokenizer
 from tasks.posttrain import checkpoint_dir, masked_lm_loss
-from tasks.store import Manifest, file_entry, stage_dir
+from tasks.store import Manifest, StageConfig, stage_dir
 from tasks.synthetic_chat import chat_file, read_jsonl
 
 STAGE = "sft"
 
 
-class SftConfig(BaseModel):
+class SftConfig(StageConfig):
     steps: int = Field(300, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -59,8 +59,8 @@ def finetune(base_dir: Path, tokenizer_path: str, train_rows: list[dict], heldou
     chat = ChatTokens(load_tokenizer(tokenizer_path))
     model = ckpt.load_gpt(base_dir, device)
     meta = ckpt.read_meta(base_dir)
-    render = lambda rows: [render_conversation(chat, r["messages"], config.max_tokens) for r in rows]
-    train, heldout = render(train_rows), render(heldout_rows)
+    train, heldout = ([render_conversation(chat, r["messages"], config.max_tokens) for r in rows]
+                      for rows in (train_rows, heldout_rows))
     optimizer = make_adamw(model, config.lr)
     rng = random.Random(config.seed)
     before = heldout_loss(model, heldout, chat.assistant_end, device, config.batch_size)
@@ -89,7 +89,7 @@ from tasks.pretrain import checkpoint_manifest  # noqa: E402
 @stage_task("sft", "models.chat", "models.engine", "models.gpt", "models.optim", "tasks.posttrain",
             packages=("torch", "tiktoken"))
 def sft_task(base: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str, config: SftConfig) -> Manifest:
+    out_dir = stage_dir(work_dir, STAGE, input_key(base, tokenizer, chat_data, config))
     result = finetune(checkpoint_dir(base), tokenizer.files[0].path, read_jsonl(chat_file(chat_data, "sft_train")),
-                      read_jsonl(chat_file(chat_data, "sft_heldout")), stage_dir(work_dir, STAGE, input_key(base, tokenizer, chat_data, config)),
-                      config)
+                      read_jsonl(chat_file(chat_data, "sft_heldout")), out_dir, config)
     return checkpoint_manifest(STAGE, result)

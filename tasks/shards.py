@@ -15,17 +15,17 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from tasks.bpe import load_tokenizer
-from tasks.store import Manifest, atomic_path, file_entry, read_rows, stage_dir
+from tasks.store import Manifest, StageConfig, atomic_path, file_entry, read_rows, stage_dir
 
 STAGE = "shards"
 MAGIC, VERSION = b"C2CTOKS\0", 1
 HEADER = struct.Struct("<8sIIQQ")
 
 
-class ShardConfig(BaseModel):
+class ShardConfig(StageConfig):
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0)
     shard_tokens: int = Field(50_000_000, ge=1, description="Tokens per shard file at most")
     seed: int = 0
@@ -115,4 +115,5 @@ from tasks.caching import input_key, stage_task  # noqa: E402
 @stage_task("token-shards", "tasks.bpe", packages=("tiktoken", "numpy"))
 def shards_task(docs: list[Manifest], tokenizer: Manifest, work_dir: str, config: ShardConfig) -> Manifest:
     paths = [f.path for m in docs for f in m.files]
-    return build_shards(paths, tokenizer.files[0].path, stage_dir(work_dir, STAGE, input_key(docs, tokenizer, config)), config)
+    out_dir = stage_dir(work_dir, STAGE, input_key(docs, tokenizer, config))
+    return build_shards(paths, tokenizer.files[0].path, out_dir, config)

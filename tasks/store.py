@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 # Columns every document table carries (DESIGN.md, "Contracts between stages").
 DOCUMENT_SCHEMA = pa.schema(
@@ -46,6 +46,12 @@ REJECT_SCHEMA = pa.schema(
         ("text", pa.string()),
     ]
 )
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's config: an unknown field is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class FileEntry(BaseModel):

@@ -30,10 +30,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from tasks import grammar
-from tasks.store import Manifest, atomic_path, file_entry, write_text
+from tasks.store import Manifest, StageConfig, atomic_path, file_entry, write_text
 
 CRAWL_ID = "SYNTH-2026-01"
 
@@ -112,7 +112,7 @@ PAGE_MIX = {"good": 0.5, "foreign": 0.12, "exact_dup": 0.06, "near_dup": 0.06, "
             "bad_encoding": 0.03}
 
 
-class CrawlConfig(BaseModel):
+class CrawlConfig(StageConfig):
     """The embedded synthetic crawl."""
 
     seed: int = 1234

@@ -19,17 +19,17 @@ import json
 import random
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from tasks import grammar
-from tasks.store import Manifest, file_entry, stage_dir, write_text
+from tasks.store import Manifest, StageConfig, file_entry, stage_dir, write_text
 
 STAGE = "chat-data"
 IDENTITY = "I am crawl2chat, a small assistant trained on a web crawl."
 SKILLS = ("arithmetic", "calculator", "identity", "known", "unknown")
 
 
-class ChatDataConfig(BaseModel):
+class ChatDataConfig(StageConfig):
     seed: int = 7
     sft_examples: int = Field(3000, ge=10)
     preference_pairs: int = Field(2000, ge=10)

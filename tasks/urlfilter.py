@@ -12,16 +12,16 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 from fastwarc.warc import ArchiveIterator, WarcRecordType
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tasks.store import REJECT_SCHEMA, Manifest, file_entry, reject, stage_dir, write_table
+from tasks.store import REJECT_SCHEMA, Manifest, StageConfig, file_entry, reject, stage_dir, write_table
 
 KEPT_SCHEMA = pa.schema([("offset", pa.int64()), ("url", pa.string()), ("id", pa.string()),
                          ("date", pa.string())])
 STAGE = "urlfilter"
 
 
-class UrlFilterConfig(BaseModel):
+class UrlFilterConfig(StageConfig):
     blocked_domains: list[str] = Field(
         default_factory=lambda: ["casino-jackpot.example", "cheap-pills.example", "adult-xxx.example"],
         description="Registered domains whose hosts and subdomains are dropped")

@@ -1,8 +1,9 @@
+import random
+
 import numpy as np
 
 from tasks import dedup
 from tasks.synthetic import _near_duplicate
-import random
 
 TEXT = " ".join(f"word{i} and the river number {i} flows past the mill." for i in range(60))
 

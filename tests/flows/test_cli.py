@@ -1,0 +1,50 @@
+"""The command line: clear one-line errors for bad configs, the sample crawl, the deployments."""
+
+import subprocess
+import sys
+
+import pytest
+
+from flows.cli import main
+from flows.config import ConfigError, load_config, parse_override
+
+
+def test_wrong_type_in_config_names_the_field():
+    with pytest.raises(ConfigError, match=r"train\.pretrain\.depth: Input should be a valid integer"):
+        load_config("tiny", parse_override("train.pretrain.depth=deep"))
+
+
+def test_unknown_field_is_refused():
+    with pytest.raises(ConfigError, match=r"train\.pretrain\.dept: Extra inputs are not permitted"):
+        load_config("tiny", parse_override("train.pretrain.dept=4"))
+
+
+def test_bad_config_exits_with_one_line_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  crawl:\n    num_files: many\n")
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--preset", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "crawl2chat: config error: invalid config bad.yaml: data.crawl.num_files: "
+        "Input should be a valid integer, unable to parse string as an integer"]
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="known: .*tiny"):
+        load_config("nope")
+
+
+def test_sample_crawl_writes_warc_files_and_labels(tmp_path, capsys):
+    assert main(["sample-crawl", "--out", str(tmp_path), "--files", "1", "--pages", "10"]) == 0
+    assert len(list(tmp_path.glob("*.warc.gz"))) == 1 and (tmp_path / "labels.jsonl").exists()
+    assert "10 pages" in capsys.readouterr().out
+
+
+def test_deployments_cover_pipeline_refresh_and_each_stage_group():
+    from deployments.serve import REFRESH_CRON, deployments
+
+    deps = {d.name: d for d in deployments("tiny")}
+    assert set(deps) == {"full-pipeline", "data-refresh", "data", "tokenizer", "train", "evaluate"}
+    assert deps["data-refresh"].schedules[0].schedule.cron == REFRESH_CRON
+    assert deps["full-pipeline"].parameters["config"]["data"]["crawl"]["num_files"] == 8

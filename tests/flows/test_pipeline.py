@@ -1,0 +1,135 @@
+"""The whole flow on a micro config under Prefect's test harness: a first run executes every
+stage, a rerun executes none, a config change re-executes only that stage and what follows it,
+and a rerun after a failure re-executes only the failed stage and what follows it."""
+
+from __future__ import annotations
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.common import StageFailed
+from flows.config import PipelineConfig, deep_merge
+from flows.pipeline import pipeline
+from flows.runs import task_states
+
+DATA_STAGES = {"synthetic-crawl", "url-filter", "extract", "langid", "quality", "pii", "dedup-signatures",
+               "dedup-candidates", "dedup-clusters", "dedup-filter", "data-accounting"}
+TOKENIZER_STAGES = {"train-tokenizer", "token-shards"}
+TRAIN_STAGES = {"chat-data", "pretrain", "sft", "reward-model", "rlhf"}
+ALL_STAGES = DATA_STAGES | TOKENIZER_STAGES | TRAIN_STAGES | {"evaluate"}
+
+MICRO = {
+    "data": {"crawl": {"num_files": 2, "pages_per_file": 40}, "dedup": {"bands": 4, "rows_per_band": 4}},
+    "tokenizer": {"bpe": {"vocab_size": 300}, "shards": {"val_fraction": 0.2}},
+    "train": {
+        "chat_data": {"sft_examples": 60, "preference_pairs": 60, "rl_prompts": 20, "heldout_fraction": 0.2},
+        "pretrain": {"depth": 1, "aspect_ratio": 32, "head_dim": 32, "sequence_len": 32, "device_batch_size": 4,
+                     "steps": 6, "eval_every": 6, "eval_tokens": 512, "checkpoint_every": 3, "device": "cpu"},
+        "sft": {"steps": 3, "batch_size": 4, "samples": 1, "device": "cpu"},
+        "reward": {"steps": 3, "batch_size": 4, "device": "cpu"},
+        "rlhf": {"steps": 1, "prompts_per_step": 2, "samples_per_prompt": 2, "max_reply_tokens": 4,
+                 "eval_prompts": 2, "device": "cpu"},
+    },
+    "evaluate": {"max_prompts": 2, "max_reply_tokens": 4, "base_sample_tokens": 4, "device": "cpu"},
+}
+
+
+def micro_config(work_dir, **overrides) -> PipelineConfig:
+    return PipelineConfig.model_validate(deep_merge({**MICRO, "work_dir": str(work_dir)}, overrides))
+
+
+def run(config: PipelineConfig):
+    """Run the pipeline; return its final state and {stage: set of task-run state names}."""
+    state = pipeline(config, return_state=True)
+    by_stage: dict[str, set[str]] = {}
+    for stage, name in task_states(state.state_details.flow_run_id):
+        by_stage.setdefault(stage, set()).add(name)
+    return state, by_stage
+
+
+def executed(by_stage) -> set[str]:
+    return {s for s, names in by_stage.items() if "Completed" in names}
+
+
+def cached(by_stage) -> set[str]:
+    return {s for s, names in by_stage.items() if names == {"Cached"}}
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def first_run(harness, tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    state, by_stage = run(micro_config(work))
+    return work, state, by_stage
+
+
+def test_first_run_executes_every_stage_and_writes_the_report(first_run):
+    work, state, by_stage = first_run
+    assert state.is_completed()
+    assert executed(by_stage) == ALL_STAGES
+    report = (work / "report.md").read_text()
+    for heading in ("## Data", "val bits per byte", "## SFT", "pairwise accuracy", "## RLHF"):
+        assert heading in report
+    assert (work / ".prefect-results").is_dir()
+
+
+def test_rerun_with_nothing_changed_executes_nothing(first_run):
+    work, _, _ = first_run
+    state, by_stage = run(micro_config(work))
+    assert state.is_completed()
+    assert executed(by_stage) == set()
+    assert cached(by_stage) == ALL_STAGES
+
+
+def test_config_change_reruns_only_that_stage_and_downstream(first_run):
+    work, _, _ = first_run
+    state, by_stage = run(micro_config(work, train={"sft": {"steps": 4}}))
+    assert state.is_completed()
+    assert executed(by_stage) == {"sft", "reward-model", "rlhf", "evaluate"}
+    assert cached(by_stage) == ALL_STAGES - executed(by_stage)
+
+
+def test_data_config_change_invalidates_everything_downstream(first_run):
+    work, _, _ = first_run
+    state, by_stage = run(micro_config(work, data={"quality": {"gopher_quality": {"min_words": 70}}}))
+    assert state.is_completed()
+    upstream = {"synthetic-crawl", "url-filter", "extract", "langid", "chat-data"}
+    assert cached(by_stage) == upstream
+    assert executed(by_stage) == ALL_STAGES - upstream
+
+
+def test_rerun_after_a_failure_reexecutes_only_the_failed_stage_and_downstream(first_run, monkeypatch):
+    import tasks.reward
+
+    work, _, _ = first_run
+    config = micro_config(work, train={"reward": {"steps": 2}})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(tasks.reward, "train_reward_model", broken)
+    state, by_stage = run(config)
+    assert state.is_failed()
+    with pytest.raises(StageFailed, match="stage 'reward-model' failed: RuntimeError: injected failure"):
+        state.result()
+    assert by_stage["reward-model"] == {"Failed"}
+    assert "rlhf" not in by_stage and "evaluate" not in by_stage
+
+    monkeypatch.undo()
+    state, by_stage = run(config)
+    assert state.is_completed()
+    assert executed(by_stage) == {"reward-model", "rlhf", "evaluate"}
+    assert cached(by_stage) == ALL_STAGES - executed(by_stage)
+
+
+def test_crawl_where_nothing_survives_fails_with_a_clear_message(harness, tmp_path):
+    config = micro_config(tmp_path, data={"langid": {"languages": ["xx"]}})
+    state, _ = run(config)
+    assert state.is_failed()
+    with pytest.raises(StageFailed, match="stage 'data' produced no documents"):
+        state.result()
