@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -24,11 +25,30 @@ def _config(args):
         sys.exit(f"crawl2chat: config error: {err}")
 
 
+class _StageFailureWithoutTraceback(logging.Filter):
+    """A StageFailed already says which stage failed and why: log it as that one line.
+
+    Other exceptions keep their traceback, since those are bugs to debug, not bad input.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flows.common import StageFailed
+
+        if record.exc_info and isinstance(record.exc_info[1], StageFailed):
+            record.msg = f"{record.getMessage().splitlines()[0]}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
 def cmd_run(args) -> int:
     config = _config(args)
     from flows.common import StageFailed
     from flows.pipeline import pipeline
     from flows.runs import summarize, task_states
+
+    # Prefect's console handler sits on the root logger once Prefect has configured logging.
+    for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
+        handler.addFilter(_StageFailureWithoutTraceback())
 
     state = pipeline(config, return_state=True)
     states = task_states(state.state_details.flow_run_id)

@@ -48,3 +48,19 @@ def test_deployments_cover_pipeline_refresh_and_each_stage_group():
     assert set(deps) == {"full-pipeline", "data-refresh", "data", "tokenizer", "train", "evaluate"}
     assert deps["data-refresh"].schedules[0].schedule.cron == REFRESH_CRON
     assert deps["full-pipeline"].parameters["config"]["data"]["crawl"]["num_files"] == 8
+
+
+def test_run_where_nothing_survives_ends_with_one_line_naming_the_stage(tmp_path):
+    import yaml
+
+    from tests.flows.test_pipeline import MICRO
+
+    preset = tmp_path / "empty.yaml"
+    preset.write_text(yaml.safe_dump({**MICRO, "work_dir": str(tmp_path / "work"),
+                                      "data": {**MICRO["data"], "langid": {"languages": ["xx"]}}}))
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--preset", str(preset)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("crawl2chat:")]
+    assert len(ours) == 1 and ours[0].startswith("crawl2chat: stage 'data' produced no documents")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from tasks.synthetic import PAGE_MIX, CrawlConfig, generate_crawl
+from tasks.synthetic import FOREIGN, PAGE_MIX, CrawlConfig, generate_crawl
 
 
 def test_crawl_is_deterministic(tmp_path):
@@ -19,9 +19,13 @@ def test_crawl_is_shaped_like_common_crawl(small_crawl):
         types = [r.record_type for r in ArchiveIterator(f, parse_http=False)]
     assert types[0] == WarcRecordType.warcinfo
     assert types.count(WarcRecordType.request) == types.count(WarcRecordType.response) == 60
+    lang_of = {row["url"]: row["lang"] for row in map(json.loads, Path(small_crawl.stats["labels_file"]).open())}
     with open(path, "rb") as f:
-        charsets = {r.http_charset for r in ArchiveIterator(f, record_types=WarcRecordType.response)}
-    assert {"utf-8", "iso-8859-1", "windows-1251"} <= charsets
+        charsets = [(r.http_charset, FOREIGN[lang_of[r.headers["WARC-Target-URI"]]][0]
+                     if lang_of[r.headers["WARC-Target-URI"]] != "en" else "utf-8")
+                    for r in ArchiveIterator(f, record_types=WarcRecordType.response)]
+    assert all(declared == expected for declared, expected in charsets)
+    assert len({declared for declared, _ in charsets}) >= 2
 
 
 def test_labels_cover_every_page_and_kind(small_crawl):
