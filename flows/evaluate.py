@@ -39,10 +39,12 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
                  "chat_data": models.chat_data, "pretrain": models.base, "sft": models.sft,
                  "reward": models.reward, "rlhf": models.rlhf}
     result = resolve("evaluate", in_work_dir(evaluate_task, work).submit(manifests, work, config.evaluate))
+    # The report card and its plots, copied to the top of the work dir where users look.
+    for entry in result.files:
+        with atomic_path(Path(work) / Path(entry.path).name) as tmp:
+            shutil.copyfile(entry.path, tmp)
     source = Path(result.files[0].path)
     report = Path(work) / "report.md"
-    with atomic_path(report) as tmp:
-        shutil.copyfile(source, tmp)
     # Where the latest models are, for `crawl2chat chat`.
     write_json(Path(work) / "models.json", {name: str(Path(m.files[0].path).parent) for name, m in
                                             (("base", models.base), ("sft", models.sft), ("rlhf", models.rlhf))}

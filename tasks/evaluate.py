@@ -17,10 +17,10 @@ from models import checkpoint as ckpt
 from models.chat import ChatTokens, render_prompt, visible_text
 from models.engine import generate
 from tasks.bpe import load_tokenizer
-from tasks.posttrain import checkpoint_dir
 from tasks.rlhf import is_correct
-from tasks.store import Manifest, StageConfig, file_entry, stage_dir, write_text
+from tasks.store import Manifest, StageConfig, atomic_path, file_entry, stage_dir, write_text
 from tasks.synthetic_chat import chat_file, read_jsonl
+from tasks.training import checkpoint_dir
 
 STAGE = "evaluate"
 BASE_PROMPTS = ["The town of", "Mara Quill is", "People in Velmora like"]
@@ -126,6 +126,39 @@ def report_card(m: dict[str, Manifest], data_report: dict, chat_eval: dict, samp
     return "\n".join(out) + "\n"
 
 
+def plot_curves(m: dict[str, Manifest], out_dir: Path) -> list[Path]:
+    """PNG plots of every training curve, written beside the report card."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a training box
+    import matplotlib.pyplot as plt
+
+    pre, sft, rm, rl = (m[k].stats for k in ("pretrain", "sft", "reward", "rlhf"))
+    panels = [
+        ("pretrain_loss.png", "Pretraining", [("train loss", pre["history"]["train_loss"]),
+                                              ("val bits/byte", pre["history"]["val_bpb"])]),
+        ("sft_loss.png", "SFT", [("train loss", sft["train_loss"])]),
+        ("reward_loss.png", "Reward model", [("Bradley-Terry loss", rm["train_loss"])]),
+        ("rlhf.png", "RLHF", [("mean reward", [[p[0], p[1]] for p in rl["curve"]]),
+                              ("KL to SFT", [[p[0], p[2]] for p in rl["curve"]])]),
+    ]
+    paths = []
+    for name, title, series in panels:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for label, points in series:
+            marker = "." if len(points) < 30 else None
+            ax.plot([p[0] for p in points], [p[1] for p in points], label=label, marker=marker)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend()
+        fig.tight_layout()
+        with atomic_path(out_dir / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        paths.append(out_dir / name)
+    return paths
+
+
 def evaluate(manifests: dict[str, Manifest], config: EvalConfig, out_dir: Path) -> tuple[Path, dict]:
     device = ckpt.pick_device(config.device)
     enc = load_tokenizer(manifests["tokenizer"].files[0].path)
@@ -136,7 +169,9 @@ def evaluate(manifests: dict[str, Manifest], config: EvalConfig, out_dir: Path) 
     samples = base_samples(ckpt.load_gpt(checkpoint_dir(manifests["pretrain"]), device), enc,
                            config.base_sample_tokens)
     data_report = json.loads(Path(manifests["accounting"].files[0].path).read_text())
+    plots = plot_curves(manifests, out_dir)
     markdown = report_card(manifests, data_report, chat_eval, samples)
+    markdown += "\n## Plots\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
     path = write_text(out_dir / "report.md", markdown)
     return path, {"chat": {k: {kk: vv for kk, vv in v.items() if kk != "examples"} for k, v in chat_eval.items()},
                   "base_samples": samples}
@@ -149,4 +184,5 @@ from tasks.caching import input_key, stage_task  # noqa: E402
 @stage_task("evaluate", "models.engine", "models.chat", "tasks.rlhf", packages=("torch", "tiktoken"))
 def evaluate_task(manifests: dict[str, Manifest], work_dir: str, config: EvalConfig) -> Manifest:
     path, stats = evaluate(manifests, config, stage_dir(work_dir, STAGE, input_key(manifests, config)))
-    return Manifest(stage=STAGE, files=[file_entry(path)], stats=stats)
+    plots = sorted(path.parent.glob("*.png"))
+    return Manifest(stage=STAGE, files=[file_entry(path)] + [file_entry(p) for p in plots], stats=stats)

@@ -22,7 +22,8 @@ from models.gpt import GPT, GPTConfig
 from models.optim import lr_multiplier, make_adamw, set_lr
 from tasks.bpe import load_tokenizer, token_byte_lengths
 from tasks.shards import read_shard, split_files
-from tasks.store import Manifest, StageConfig, file_entry, stage_dir
+from tasks.store import Manifest, StageConfig, stage_dir
+from tasks.training import checkpoint_manifest
 
 STAGE = "pretrain"
 
@@ -175,37 +176,9 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     }
 
 
-def checkpoint_manifest(stage: str, result: dict, info_keys: tuple[str, ...] = ("tokens_per_s",)) -> Manifest:
-    """Describe a final checkpoint: its weights file carries the content digest."""
-    path = Path(result["checkpoint"])
-    info = {k: result[k] for k in (*info_keys, "resumed_from") if k in result}
-    stats = {k: v for k, v in result.items() if k not in info}
-    return Manifest(stage=stage, files=[file_entry(path / ckpt.WEIGHTS), file_entry(path / ckpt.META)],
-                    stats=stats, info=info)
-
-
 # --- Prefect -------------------------------------------------------------------------------------
 from tasks.caching import input_key, stage_task  # noqa: E402
-
-
-def progress_reporter(description: str) -> Callable[[dict], None]:
-    """A Prefect progress artifact, updated every few percent, plus a log line."""
-    from prefect import get_run_logger
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
-    logger = get_run_logger()
-    artifact = create_progress_artifact(0.0, description=description)
-    last = [-1]
-
-    def report(p: dict) -> None:
-        percent = int(100 * p["step"] / p["steps"])
-        if percent // 5 != last[0] // 5 or p["step"] == p["steps"]:
-            last[0] = percent
-            update_progress_artifact(artifact, float(percent))
-            logger.info("%s step %d/%d loss %.4f (%.0f tok/s)", description, p["step"], p["steps"],
-                        p["loss"], p.get("tokens_per_s") or 0)
-
-    return report
+from tasks.training import progress_reporter  # noqa: E402
 
 
 @stage_task("pretrain", "models.gpt", "models.optim", "models.checkpoint", "tasks.bpe", "tasks.shards",

@@ -14,9 +14,9 @@ from models.gpt import GPTConfig
 from models.optim import lr_multiplier, make_adamw, set_lr
 from models.reward import RewardModel, bradley_terry_loss
 from tasks.bpe import load_tokenizer
-from tasks.posttrain import checkpoint_dir, pad_rows
 from tasks.store import Manifest, StageConfig, stage_dir
 from tasks.synthetic_chat import chat_file, read_jsonl
+from tasks.training import checkpoint_dir, checkpoint_manifest, pad_rows
 
 STAGE = "reward"
 
@@ -94,10 +94,9 @@ def train_reward_model(sft_dir: Path, tokenizer_path: str, train_rows: list[dict
 
 # --- Prefect -------------------------------------------------------------------------------------
 from tasks.caching import input_key, stage_task  # noqa: E402
-from tasks.pretrain import checkpoint_manifest  # noqa: E402
 
 
-@stage_task("reward-model", "models.reward", "models.chat", "models.gpt", "models.optim", "tasks.posttrain",
+@stage_task("reward-model", "models.reward", "models.chat", "models.gpt", "models.optim", "tasks.training",
             packages=("torch", "tiktoken"))
 def reward_task(sft: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str,
                 config: RewardConfig) -> Manifest:

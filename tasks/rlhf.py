@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Callable
 
 import torch
 from pydantic import Field
@@ -19,10 +20,10 @@ from models.chat import ChatTokens, render_prompt, visible_text
 from models.engine import generate
 from models.optim import make_adamw
 from tasks.bpe import load_tokenizer
-from tasks.posttrain import checkpoint_dir, reply_logprobs
 from tasks.reward import load_reward_model, score
 from tasks.store import Manifest, StageConfig, stage_dir
 from tasks.synthetic_chat import chat_file, read_jsonl
+from tasks.training import checkpoint_dir, checkpoint_manifest, reply_logprobs
 
 STAGE = "rlhf"
 
@@ -36,6 +37,7 @@ class RlhfConfig(StageConfig):
     kl_coef: float = Field(0.05, ge=0, description="β: weight of the KL penalty to the SFT model")
     lr: float = Field(5e-5, gt=0)
     eval_prompts: int = Field(40, ge=1)
+    checkpoint_every: int = Field(10, ge=1)
     seed: int = 0
     device: str = "auto"
 
@@ -79,7 +81,8 @@ def evaluate_policy(policy, reference, reward_model, chat, prompts, config: Rlhf
 
 
 def train_rlhf(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows: list[dict],
-               heldout_rows: list[dict], out_dir: Path, config: RlhfConfig) -> dict:
+               heldout_rows: list[dict], out_dir: Path, config: RlhfConfig,
+               progress: Callable[[dict], None] | None = None) -> dict:
     torch.manual_seed(config.seed)
     device = ckpt.pick_device(config.device)
     chat = ChatTokens(load_tokenizer(tokenizer_path))
@@ -87,13 +90,22 @@ def train_rlhf(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows:
     reference = ckpt.load_gpt(sft_dir, device).eval().requires_grad_(False)
     reward_model = load_reward_model(reward_dir, device).eval().requires_grad_(False)
     eval_rows = heldout_rows[:config.eval_prompts]
-    before = evaluate_policy(policy, reference, reward_model, chat, eval_rows, config, device)
     optimizer = make_adamw(policy, config.lr)
-    rng = random.Random(config.seed)
-    curve = []
+    meta = {"model": ckpt.read_meta(sft_dir)["model"], "stage": STAGE}
+    start, curve = 0, []
+    before = evaluate_policy(policy, reference, reward_model, chat, eval_rows, config, device)
+    resume = ckpt.latest_checkpoint(out_dir)
+    if resume is not None:  # a crashed run goes on from its last complete checkpoint
+        ckpt.load_weights(resume, policy)
+        ckpt.load_optimizer(resume, optimizer)
+        saved = ckpt.read_meta(resume)
+        start, curve = saved["step"], saved["curve"]
     policy.train()
-    for step in range(config.steps):
-        prompts = rng.sample(train_rows, min(config.prompts_per_step, len(train_rows)))
+    for step in range(start, config.steps):
+        # Prompts and samples are functions of the step, so a resumed run draws what the
+        # uninterrupted run would have drawn.
+        prompts = random.Random(f"{config.seed}-{step}").sample(train_rows, min(config.prompts_per_step,
+                                                                               len(train_rows)))
         policy.eval()
         batch = rollouts(policy, chat, prompts, config.samples_per_prompt, config, seed=step)
         policy.train()
@@ -106,22 +118,25 @@ def train_rlhf(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         curve.append([step + 1, round(float(rewards.mean()), 4), round(float(kl.mean()), 4)])
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            ckpt.save_checkpoint(out_dir, step + 1, policy, {**meta, "curve": curve}, optimizer)
+        if progress is not None:
+            progress({"step": step + 1, "steps": config.steps, "loss": loss.item()})
     after = evaluate_policy(policy, reference, reward_model, chat, eval_rows, config, device)
-    meta = ckpt.read_meta(sft_dir)
-    path = ckpt.save_checkpoint(out_dir, config.steps, policy, {"model": meta["model"], "stage": STAGE})
-    return {"checkpoint": str(path), "before": before, "after": after, "curve": curve}
+    return {"checkpoint": str(ckpt.latest_checkpoint(out_dir)), "before": before, "after": after, "curve": curve}
 
 
 # --- Prefect -------------------------------------------------------------------------------------
 from tasks.caching import input_key, stage_task  # noqa: E402
-from tasks.pretrain import checkpoint_manifest  # noqa: E402
+from tasks.training import progress_reporter  # noqa: E402
 
 
 @stage_task("rlhf", "models.engine", "models.chat", "models.gpt", "models.reward", "tasks.reward",
-            "tasks.posttrain", packages=("torch", "tiktoken"))
+            "tasks.training", packages=("torch", "tiktoken"))
 def rlhf_task(sft: Manifest, reward: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str,
               config: RlhfConfig) -> Manifest:
     result = train_rlhf(checkpoint_dir(sft), checkpoint_dir(reward), tokenizer.files[0].path,
                         read_jsonl(chat_file(chat_data, "rl_train")), read_jsonl(chat_file(chat_data, "rl_heldout")),
-                        stage_dir(work_dir, STAGE, input_key(sft, reward, tokenizer, chat_data, config)), config)
+                        stage_dir(work_dir, STAGE, input_key(sft, reward, tokenizer, chat_data, config)), config,
+                        progress_reporter("RLHF"))
     return checkpoint_manifest(STAGE, result)

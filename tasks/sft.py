@@ -17,9 +17,9 @@ from models.chat import ChatTokens, render_conversation, render_prompt, visible_
 from models.engine import generate
 from models.optim import lr_multiplier, make_adamw, set_lr
 from tasks.bpe import load_tokenizer
-from tasks.posttrain import checkpoint_dir, masked_lm_loss
 from tasks.store import Manifest, StageConfig, stage_dir
 from tasks.synthetic_chat import chat_file, read_jsonl
+from tasks.training import checkpoint_dir, checkpoint_manifest, masked_lm_loss
 
 STAGE = "sft"
 
@@ -83,10 +83,9 @@ def finetune(base_dir: Path, tokenizer_path: str, train_rows: list[dict], heldou
 
 # --- Prefect -------------------------------------------------------------------------------------
 from tasks.caching import input_key, stage_task  # noqa: E402
-from tasks.pretrain import checkpoint_manifest  # noqa: E402
 
 
-@stage_task("sft", "models.chat", "models.engine", "models.gpt", "models.optim", "tasks.posttrain",
+@stage_task("sft", "models.chat", "models.engine", "models.gpt", "models.optim", "tasks.training",
             packages=("torch", "tiktoken"))
 def sft_task(base: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str, config: SftConfig) -> Manifest:
     out_dir = stage_dir(work_dir, STAGE, input_key(base, tokenizer, chat_data, config))

@@ -137,3 +137,34 @@ def test_crawl_where_nothing_survives_fails_with_a_clear_message(harness, tmp_pa
     assert state.is_failed()
     with pytest.raises(StageFailed, match="stage 'data' produced no documents"):
         state.result()
+
+
+def test_pretraining_killed_mid_run_resumes_from_its_last_checkpoint(first_run, monkeypatch):
+    import tasks.pretrain
+
+    work, _, _ = first_run
+    config = micro_config(work, train={"pretrain": {"steps": 8}})
+
+    def killed_at_step_5(description):
+        def progress(p):
+            if p["step"] == 5:
+                raise RuntimeError("killed")
+        return progress
+
+    monkeypatch.setattr(tasks.pretrain, "progress_reporter", killed_at_step_5)
+    state, by_stage = run(config)
+    assert state.is_failed() and by_stage["pretrain"] == {"Failed"}
+    monkeypatch.undo()
+
+    results = []
+    real_train = tasks.pretrain.train
+
+    def recording_train(*args, **kwargs):
+        results.append(real_train(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(tasks.pretrain, "train", recording_train)
+    state, by_stage = run(config)
+    assert state.is_completed() and "Completed" in by_stage["pretrain"]
+    assert results[0]["resumed_from"] == 3  # checkpoint_every=3: step 3 was the last complete one
+    assert len(results[0]["history"]["train_loss"]) == 8

@@ -88,3 +88,23 @@ def test_post_training_stages_learn(base_model, tokenizer_path, chat_data, tmp_p
     assert rl["before"]["mean_kl"] == 0.0  # the policy starts as the reference
     assert set(rl["after"]) == {"mean_reward", "mean_kl", "accuracy"}
     assert ckpt.latest_checkpoint(tmp_path / "rl") is not None
+
+
+def test_rlhf_resumes_from_its_last_checkpoint(base_model, tokenizer_path, chat_data, tmp_path):
+    from pathlib import Path
+
+    s = sft.finetune(Path(base_model), tokenizer_path, chat_data["sft_train"], chat_data["sft_heldout"],
+                     tmp_path / "sft", sft.SftConfig(steps=2, batch_size=4, device="cpu", samples=0))
+    r = reward.train_reward_model(Path(s["checkpoint"]), tokenizer_path, chat_data["preferences_train"],
+                                  chat_data["preferences_heldout"], tmp_path / "rm",
+                                  reward.RewardConfig(steps=2, batch_size=4, device="cpu"))
+    cfg = rlhf.RlhfConfig(steps=4, prompts_per_step=2, samples_per_prompt=2, max_reply_tokens=6, eval_prompts=2,
+                          checkpoint_every=2, device="cpu")
+    args = (Path(s["checkpoint"]), Path(r["checkpoint"]), tokenizer_path, chat_data["rl_train"],
+            chat_data["rl_heldout"])
+    full = rlhf.train_rlhf(*args, tmp_path / "full", cfg)
+    with pytest.raises(Crash):
+        rlhf.train_rlhf(*args, tmp_path / "resumed", cfg, crash_at(3))
+    resumed = rlhf.train_rlhf(*args, tmp_path / "resumed", cfg)
+    assert resumed["curve"] == full["curve"]
+    assert resumed["after"] == full["after"]

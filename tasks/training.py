@@ -1,15 +1,16 @@
-"""What the post-training stages share: loading a stage's model, batching token rows, and
-scoring the log-probability of replies."""
+"""What the training stages share: describing a checkpoint as a manifest, batching token rows,
+and the masked losses and log-probabilities of replies."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from models import checkpoint as ckpt
-from tasks.store import Manifest
+from tasks.store import Manifest, file_entry
 
 
 def checkpoint_dir(manifest: Manifest) -> Path:
@@ -51,5 +52,33 @@ def masked_lm_loss(model, ids_masks: list[tuple[list[int], list[int]]], pad: int
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets[:, :-1].reshape(-1), ignore_index=-1)
 
 
-def load_policy(manifest: Manifest, device):
-    return ckpt.load_gpt(checkpoint_dir(manifest), device)
+def checkpoint_manifest(stage: str, result: dict, info_keys: tuple[str, ...] = ("tokens_per_s",)) -> Manifest:
+    """Describe a final checkpoint: its weights file carries the content digest."""
+    path = Path(result["checkpoint"])
+    info = {k: result[k] for k in (*info_keys, "resumed_from") if k in result}
+    stats = {k: v for k, v in result.items() if k not in info}
+    return Manifest(stage=stage, files=[file_entry(path / ckpt.WEIGHTS), file_entry(path / ckpt.META)],
+                    stats=stats, info=info)
+
+
+def progress_reporter(description: str) -> Callable[[dict], None]:
+    """A Prefect progress artifact, updated every few percent, plus a log line.
+
+    For the @task wrappers only: the training loops take any callable.
+    """
+    from prefect import get_run_logger
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    logger = get_run_logger()
+    artifact = create_progress_artifact(0.0, description=description)
+    last = [-1]
+
+    def report(p: dict) -> None:
+        percent = int(100 * p["step"] / p["steps"])
+        if percent // 5 != last[0] // 5 or p["step"] == p["steps"]:
+            last[0] = percent
+            update_progress_artifact(artifact, float(percent))
+            speed = f" ({p['tokens_per_s']:.0f} tok/s)" if p.get("tokens_per_s") else ""
+            logger.info("%s step %d/%d loss %.4f%s", description, p["step"], p["steps"], p["loss"], speed)
+
+    return report
