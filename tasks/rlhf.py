@@ -35,7 +35,7 @@ class RlhfConfig(StageConfig):
     max_reply_tokens: int = Field(40, ge=1)
     temperature: float = Field(1.0, gt=0)
     kl_coef: float = Field(0.05, ge=0, description="β: weight of the KL penalty to the SFT model")
-    lr: float = Field(5e-5, gt=0)
+    lr: float = Field(2e-4, gt=0)
     eval_prompts: int = Field(40, ge=1)
     checkpoint_every: int = Field(10, ge=1)
     seed: int = 0
