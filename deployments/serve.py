@@ -15,6 +15,7 @@ from flows.data import data_flow
 from flows.evaluate import evaluate_flow
 from flows.pipeline import pipeline
 from flows.refresh import refresh_flow
+from flows.runners import make_task_runner
 from flows.tokenizer import tokenizer_flow
 from flows.train import train_flow
 
@@ -22,11 +23,13 @@ REFRESH_CRON = "0 3 * * 1"  # Mondays 03:00: a weekly refresh, as new crawls are
 
 
 def deployments(preset: str = "tiny") -> list:
-    params = {"config": load_config(preset).model_dump(mode="json")}
+    config = load_config(preset)
+    params = {"config": config.model_dump(mode="json")}
     return [
         pipeline.to_deployment("full-pipeline", parameters=params, tags=["crawl2chat"]),
         refresh_flow.to_deployment("data-refresh", cron=REFRESH_CRON, parameters=params, tags=["crawl2chat"]),
-        data_flow.to_deployment("data", parameters=params, tags=["crawl2chat", "stage"]),
+        data_flow.with_options(task_runner=make_task_runner(config.data.runner)).to_deployment(
+            "data", parameters=params, tags=["crawl2chat", "stage"]),
         tokenizer_flow.to_deployment("tokenizer", parameters=params, tags=["crawl2chat", "stage"]),
         train_flow.to_deployment("train", parameters=params, tags=["crawl2chat", "stage"]),
         evaluate_flow.to_deployment("evaluate", parameters=params, tags=["crawl2chat", "stage"]),

@@ -11,7 +11,9 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError
 
+from flows.runners import RunnerConfig
 from tasks.bpe import BpeConfig
+from tasks.commoncrawl import SourceConfig
 from tasks.dedup import DedupConfig
 from tasks.evaluate import EvalConfig
 from tasks.extract import ExtractConfig
@@ -32,7 +34,9 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 class DataConfig(StageConfig):
-    crawl: CrawlConfig = Field(default_factory=CrawlConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Where the mapped data stages run")
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    crawl: CrawlConfig = Field(default_factory=CrawlConfig, description="The synthetic crawl (source.kind: synthetic)")
     urlfilter: UrlFilterConfig = Field(default_factory=UrlFilterConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     langid: LangIdConfig = Field(default_factory=LangIdConfig)

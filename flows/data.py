@@ -16,7 +16,9 @@ from pydantic import BaseModel
 
 from flows.common import StageFailed, in_work_dir, resolve, work_path
 from flows.config import PipelineConfig
+from flows.runners import make_task_runner
 from tasks.accounting import accounting_task
+from tasks.commoncrawl import source_task
 from tasks.dedup import EXACT_BAND, candidates_task, clusters_task, dedup_filter_task, signatures_task
 from tasks.extract import extract_task
 from tasks.langid import langid_task
@@ -66,20 +68,29 @@ def publish_accounting(accounting: Manifest) -> None:
     create_markdown_artifact("\n".join(lines), key="data-reject-samples")
 
 
+def run_data_flow(config: PipelineConfig) -> DataResult:
+    """The data flow on the task runner the config names (threads, processes, Dask or Ray)."""
+    return data_flow.with_options(task_runner=make_task_runner(config.data.runner))(config)
+
+
 @flow(name="data", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def data_flow(config: PipelineConfig) -> DataResult:
     """Build the clean document set from the crawl."""
     logger = get_run_logger()
     work = str(work_path(config.work_dir))
     cfg = config.data
-    crawl = resolve("synthetic-crawl", in_work_dir(synthetic_crawl_task, work).submit(work, cfg.crawl))
+    if cfg.source.kind == "synthetic":
+        crawl = resolve("synthetic-crawl", in_work_dir(synthetic_crawl_task, work).submit(work, cfg.crawl))
+    else:
+        crawl = resolve("crawl-source", in_work_dir(source_task, work).submit(cfg.source))
     files = per_file(crawl)
-    logger.info("crawl: %d WARC files, %d pages", len(files), crawl.stats["pages"])
+    logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
 
     urls = resolve("url-filter", in_work_dir(url_filter_task, work).map(
-        files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter)))
+        files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter), source=unmapped(cfg.source)))
     extracted = resolve("extract", in_work_dir(extract_task, work).map(
-        urls, crawl=unmapped(crawl.stats["crawl"]), work_dir=unmapped(work), config=unmapped(cfg.extract)))
+        urls, crawl=unmapped(crawl.stats["crawl"]), work_dir=unmapped(work), config=unmapped(cfg.extract),
+        source=unmapped(cfg.source)))
     langs = resolve("langid", in_work_dir(langid_task, work).map(
         extracted, work_dir=unmapped(work), config=unmapped(cfg.langid)))
     good = resolve("quality", in_work_dir(quality_task, work).map(
@@ -90,9 +101,9 @@ def data_flow(config: PipelineConfig) -> DataResult:
     stages = {"urlfilter": urls, "extract": extracted, "langid": langs, "quality": good, "dedup": docs}
     accounting = resolve("data-accounting", in_work_dir(accounting_task, work).submit(stages, crawl, work))
     publish_accounting(accounting)
-    kept = accounting.stats["final_docs"]
-    logger.info("data: %d of %d pages kept", kept, crawl.stats["pages"])
+    kept, pages = accounting.stats["final_docs"], accounting.stats["input_docs"]
+    logger.info("data: %d of %d pages kept", kept, pages)
     if kept == 0:
-        raise StageFailed(f"stage 'data' produced no documents: nothing of the {crawl.stats['pages']} pages "
+        raise StageFailed(f"stage 'data' produced no documents: nothing of the {pages} pages "
                           "survived the filters (see the data-removed artifact)")
     return DataResult(crawl=crawl, docs=docs, accounting=accounting)

@@ -23,9 +23,9 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
     """Write <work>/report.md and the report-card artifact; return the report's path.
     Missing inputs come from the upstream flows (cached when nothing changed)."""
     if data is None:
-        from flows.data import data_flow
+        from flows.data import run_data_flow
 
-        data = data_flow(config)
+        data = run_data_flow(config)
     if tokens is None:
         from flows.tokenizer import tokenizer_flow
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.config import PipelineConfig
-from flows.data import data_flow
+from flows.data import run_data_flow
 from flows.tokenizer import TokenizerResult, tokenizer_flow
 
 
 @flow(name="data-refresh")
 def refresh_flow(config: PipelineConfig = PipelineConfig()) -> TokenizerResult:
-    data = data_flow(config)
+    data = run_data_flow(config)
     return tokenizer_flow(config, data.docs)

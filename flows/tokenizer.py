@@ -22,9 +22,9 @@ def tokenizer_flow(config: PipelineConfig, docs: list[Manifest] | None = None) -
     """Train the tokenizer and shard the documents. Without `docs`, the data flow supplies them
     (from its cache when nothing upstream changed)."""
     if docs is None:
-        from flows.data import data_flow
+        from flows.data import run_data_flow
 
-        docs = data_flow(config).docs
+        docs = run_data_flow(config).docs
     work = str(work_path(config.work_dir))
     cfg = config.tokenizer
     tokenizer = resolve("train-tokenizer", in_work_dir(train_tokenizer_task, work).submit(docs, work, cfg.bpe))

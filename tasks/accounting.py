@@ -81,10 +81,13 @@ from tasks.store import file_entry, stage_dir  # noqa: E402
 def accounting_task(stages: dict[str, list[Manifest]], crawl: Manifest, work_dir: str) -> Manifest:
     """Write the accounting JSON; the flow turns it into Prefect artifacts."""
     ordered = list(stages.items())
-    table = removal_table(ordered, crawl.stats.get("pages", 0))
+    first = ordered[0][1]  # every page the crawl holds passes through the first stage
+    input_docs = sum(m.stats.get("kept", 0) + sum(r["docs"] for r in m.stats.get("removed", {}).values())
+                     for m in first)
+    table = removal_table(ordered, input_docs)
     report = {"removed": table, "samples": reject_samples([m for _, ms in ordered for m in ms])}
     if crawl.stats.get("labels_file"):
         report["ground_truth"] = label_scores(ordered, crawl.stats["labels_file"], ordered[-1][1])
     path = write_json(stage_dir(work_dir, "accounting", input_key(stages, crawl)) / "data_report.json", report)
     return Manifest(stage="accounting", files=[file_entry(path)],
-                    stats={"final_docs": sum(m.stats.get("kept", 0) for m in ordered[-1][1])})
+                    stats={"input_docs": input_docs, "final_docs": sum(m.stats.get("kept", 0) for m in ordered[-1][1])})

@@ -81,18 +81,21 @@ class StageCache(CachePolicy):
 
     sources: tuple[str, ...] = field(default_factory=tuple)
     packages: tuple[str, ...] = field(default_factory=tuple)
+    ignore: tuple[str, ...] = field(default_factory=tuple)  # inputs that cannot change the output
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> Optional[str]:
         task = task_ctx.task
-        return stage_key(task.name, task.fn.__module__, inputs, self.sources, self.packages)
+        keyed = {k: v for k, v in inputs.items() if k not in self.ignore}
+        return stage_key(task.name, task.fn.__module__, keyed, self.sources, self.packages)
 
 
-def stage_cache(*sources: str, packages: tuple[str, ...] = ()) -> StageCache:
-    return StageCache(sources=tuple(sources), packages=tuple(packages))
+def stage_cache(*sources: str, packages: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> StageCache:
+    return StageCache(sources=tuple(sources), packages=tuple(packages), ignore=tuple(ignore))
 
 
-def stage_task(name: str, *sources: str, packages: tuple[str, ...] = (), **options: Any):
+def stage_task(name: str, *sources: str, packages: tuple[str, ...] = (), ignore: tuple[str, ...] = (),
+               **options: Any):
     """The @task every stage uses: content-keyed cache, results persisted, a readable name.
 
     Results go to the flow's result storage, which the pipeline points at <work>/.prefect-results,
@@ -100,7 +103,7 @@ def stage_task(name: str, *sources: str, packages: tuple[str, ...] = (), **optio
     """
     from prefect import task
 
-    return task(name=name, cache_policy=stage_cache(*sources, packages=packages),
+    return task(name=name, cache_policy=stage_cache(*sources, packages=packages, ignore=ignore),
                 persist_result=True, **options)
 
 

@@ -18,6 +18,7 @@ import trafilatura
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from pydantic import Field
 
+from tasks.commoncrawl import SourceConfig, open_uri, warc_name
 from tasks.store import Manifest, StageConfig, read_rows, reject, stage_dir, write_shard
 
 STAGE = "extract"
@@ -76,18 +77,18 @@ def extract_text(html: str, url: str, config: ExtractConfig) -> str:
     return (text or "").strip()
 
 
-def extract_warc(warc_path: str | Path, keep_offsets: dict[int, dict], crawl: str, out_dir: str | Path,
-                 config: ExtractConfig) -> Manifest:
+def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_dir: str | Path,
+                 config: ExtractConfig, source: SourceConfig | None = None) -> Manifest:
     """Extract the text of the records at `keep_offsets` from one WARC file."""
-    warc_path = Path(warc_path)
+    name = warc_name(warc_uri)
     kept, rejected = [], []
-    with open(warc_path, "rb") as stream:
+    with open_uri(warc_uri, source) as stream:
         for record in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=False):
             meta = keep_offsets.get(record.stream_pos)
             if meta is None:
                 continue
             doc = {"id": meta["id"], "url": meta["url"], "text": "", "lang": "", "lang_score": 0.0,
-                   "crawl": crawl, "date": meta["date"], "warc_file": warc_path.name,
+                   "crawl": crawl, "date": meta["date"], "warc_file": name + ".warc.gz",
                    "offset": record.stream_pos}
             try:
                 block = record.reader.read()
@@ -104,15 +105,16 @@ def extract_warc(warc_path: str | Path, keep_offsets: dict[int, dict], crawl: st
                 rejected.append(reject(doc, STAGE, str(err)))
                 continue
             kept.append(doc)
-    return write_shard(out_dir, warc_path.name.removesuffix(".warc.gz"), STAGE, kept, rejected)
+    return write_shard(out_dir, name, STAGE, kept, rejected)
 
 
 # --- Prefect -------------------------------------------------------------------------------------
 from tasks.caching import input_key, stage_task  # noqa: E402
 
 
-@stage_task("extract", packages=("fastwarc", "trafilatura", "lxml"))
-def extract_task(urls: Manifest, crawl: str, work_dir: str, config: ExtractConfig) -> Manifest:
+@stage_task("extract", packages=("fastwarc", "trafilatura", "lxml"), ignore=("source",))
+def extract_task(urls: Manifest, crawl: str, work_dir: str, config: ExtractConfig, source: SourceConfig) -> Manifest:
     urls_file, warc_file = urls.files
     keep = {row["offset"]: row for row in read_rows(urls_file.path)}
-    return extract_warc(warc_file.path, keep, crawl, stage_dir(work_dir, STAGE, input_key(urls, config)), config)
+    out_dir = stage_dir(work_dir, STAGE, input_key(urls, config))
+    return extract_warc(warc_file.path, keep, crawl, out_dir, config, source)

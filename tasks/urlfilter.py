@@ -14,7 +14,8 @@ import pyarrow as pa
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from pydantic import Field
 
-from tasks.store import REJECT_SCHEMA, Manifest, StageConfig, file_entry, reject, stage_dir, write_table
+from tasks.commoncrawl import SourceConfig, open_uri, warc_name
+from tasks.store import REJECT_SCHEMA, FileEntry, Manifest, StageConfig, reject, stage_dir, write_table
 
 KEPT_SCHEMA = pa.schema([("offset", pa.int64()), ("url", pa.string()), ("id", pa.string()),
                          ("date", pa.string())])
@@ -42,24 +43,24 @@ def url_reject_reason(url: str, config: UrlFilterConfig) -> str | None:
     return None
 
 
-def filter_warc_urls(warc_path: str | Path, out_dir: str | Path, config: UrlFilterConfig) -> Manifest:
+def filter_warc_urls(warc: FileEntry, out_dir: str | Path, config: UrlFilterConfig,
+                     source: SourceConfig | None = None) -> Manifest:
     """Scan the response records of one WARC file; list those whose URL passes."""
-    warc_path = Path(warc_path)
     kept, rejected = [], []
-    with open(warc_path, "rb") as stream:
+    with open_uri(warc.path, source) as stream:
         for record in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=False):
             row = {"offset": record.stream_pos, "url": record.headers.get("WARC-Target-URI", ""),
                    "id": record.record_id, "date": record.headers.get("WARC-Date", "")}
             reason = url_reject_reason(row["url"], config)
             (rejected.append(reject(row, STAGE, reason)) if reason else kept.append(row))
-    name = warc_path.name.removesuffix(".warc.gz")
+    name = warc_name(warc.path)
     out_dir = Path(out_dir)
     entry = write_table(out_dir / f"{name}.urls.parquet", kept, KEPT_SCHEMA)
     rejects = write_table(out_dir / f"{name}.rejects.parquet", rejected, REJECT_SCHEMA)
     removed: dict[str, dict[str, int]] = {}
     for r in rejected:
         removed.setdefault(r["reason"], {"docs": 0, "chars": 0})["docs"] += 1
-    return Manifest(stage=STAGE, files=[entry, file_entry(warc_path)],
+    return Manifest(stage=STAGE, files=[entry, warc],
                     stats={"kept": len(kept), "removed": removed, "rejects_file": rejects.path})
 
 
@@ -67,6 +68,6 @@ def filter_warc_urls(warc_path: str | Path, out_dir: str | Path, config: UrlFilt
 from tasks.caching import input_key, stage_task  # noqa: E402
 
 
-@stage_task("url-filter", packages=("fastwarc",))
-def url_filter_task(warc: Manifest, work_dir: str, config: UrlFilterConfig) -> Manifest:
-    return filter_warc_urls(warc.files[0].path, stage_dir(work_dir, STAGE, input_key(warc, config)), config)
+@stage_task("url-filter", packages=("fastwarc",), ignore=("source",))
+def url_filter_task(warc: Manifest, work_dir: str, config: UrlFilterConfig, source: SourceConfig) -> Manifest:
+    return filter_warc_urls(warc.files[0], stage_dir(work_dir, STAGE, input_key(warc, config)), config, source)

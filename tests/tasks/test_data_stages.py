@@ -18,9 +18,10 @@ def test_url_filter_blocks_domains_subdomains_and_banned_words():
 
 
 def extract_file(path, tmp_path):
-    urls = urlfilter.filter_warc_urls(path, tmp_path, urlfilter.UrlFilterConfig(blocked_domains=[], banned_words=[]))
+    urls = urlfilter.filter_warc_urls(store.file_entry(path), tmp_path,
+                                      urlfilter.UrlFilterConfig(blocked_domains=[], banned_words=[]))
     keep = {r["offset"]: r for r in store.read_rows(urls.files[0].path)}
-    return extract.extract_warc(path, keep, "TEST", tmp_path, extract.ExtractConfig())
+    return extract.extract_warc(str(path), keep, "TEST", tmp_path, extract.ExtractConfig())
 
 
 def test_extracts_real_common_crawl_pages(shared_data, tmp_path):
