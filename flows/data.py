@@ -26,7 +26,7 @@ from tasks.pii import pii_task
 from tasks.quality import quality_task
 from tasks.store import Manifest
 from tasks.synthetic import synthetic_crawl_task
-from tasks.urlfilter import url_filter_task
+from tasks.urlfilter import load_url_lists, url_filter_task
 
 
 class DataResult(BaseModel):
@@ -86,8 +86,10 @@ def data_flow(config: PipelineConfig) -> DataResult:
     files = per_file(crawl)
     logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
 
+    lists = load_url_lists(cfg.urlfilter)
     urls = resolve("url-filter", in_work_dir(url_filter_task, work).map(
-        files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter), source=unmapped(cfg.source)))
+        files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter), lists=unmapped(lists),
+        source=unmapped(cfg.source)))
     extracted = resolve("extract", in_work_dir(extract_task, work).map(
         urls, crawl=unmapped(crawl.stats["crawl"]), work_dir=unmapped(work), config=unmapped(cfg.extract),
         source=unmapped(cfg.source)))

@@ -35,26 +35,30 @@ def load_model(path: str):
     return fasttext.load_model(path)
 
 
-def identify(text: str, model) -> tuple[str, float]:
-    """Top language and its probability. fastText reads one line, so newlines become spaces."""
+def language_scores(text: str, model) -> dict[str, float]:
+    """The probability of every language the model knows. fastText reads one line, so newlines
+    become spaces."""
     # The low-level predict returns (probability, label) pairs and avoids the numpy-2
     # incompatibility of the high-level wrapper in some fasttext builds.
-    (prob, label), = model.f.predict(" ".join(text.split()), 1, 0.0, "replace")
-    return label.removeprefix("__label__"), float(prob)
+    pairs = model.f.predict(" ".join(text.split()), -1, 0.0, "replace")
+    return {label.removeprefix("__label__"): float(prob) for prob, label in pairs}
 
 
 def filter_languages(docs: list[dict], config: LangIdConfig) -> tuple[list[dict], list[dict]]:
+    """Keep a document when one of the configured languages scores at least the threshold;
+    its `lang` is that language. A rejected one is labelled with its top language."""
     model = load_model(config.model_path or bundled_model_path())
     kept, rejected = [], []
     for doc in docs:
-        lang, score = identify(doc["text"], model)
-        doc = {**doc, "lang": lang, "lang_score": score}
-        if lang not in config.languages:
-            rejected.append(reject(doc, STAGE, f"lang_{lang}"))
-        elif score < config.threshold:
-            rejected.append(reject(doc, STAGE, "low_score"))
-        else:
-            kept.append(doc)
+        scores = language_scores(doc["text"], model)
+        lang = max(config.languages, key=lambda code: scores.get(code, 0.0))
+        score = scores.get(lang, 0.0)
+        if score >= config.threshold:
+            kept.append({**doc, "lang": lang, "lang_score": score})
+            continue
+        top = max(scores, key=scores.get) if scores else "unknown"
+        doc = {**doc, "lang": top, "lang_score": scores.get(top, 0.0)}
+        rejected.append(reject(doc, STAGE, f"lang_{top}" if top not in config.languages else "low_score"))
     return kept, rejected
 
 

@@ -37,7 +37,8 @@ def clean_docs(small_crawl, tmp_path_factory):
     out = tmp_path_factory.mktemp("docs")
     docs = []
     for f in small_crawl.files:
-        urls = urlfilter.filter_warc_urls(f, out, urlfilter.UrlFilterConfig())
+        cfg = urlfilter.UrlFilterConfig()
+        urls = urlfilter.filter_warc_urls(f, out, cfg, urlfilter.load_url_lists(cfg))
         keep = {r["offset"]: r for r in store.read_rows(urls.files[0].path)}
         extracted = extract.extract_warc(f.path, keep, "TEST", out, extract.ExtractConfig())
         kept, _ = langid.filter_languages(store.read_rows(extracted.files[0].path), langid.LangIdConfig())

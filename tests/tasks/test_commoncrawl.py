@@ -124,7 +124,8 @@ def test_local_paths_and_globs(small_crawl, tmp_path):
 
 def read_and_extract(uri: str, out_dir, source: SourceConfig) -> list[dict]:
     entry = commoncrawl.remote_entry(uri) if "://" in uri else store.file_entry(uri)
-    urls = urlfilter.filter_warc_urls(entry, out_dir, urlfilter.UrlFilterConfig(), source)
+    cfg = urlfilter.UrlFilterConfig()
+    urls = urlfilter.filter_warc_urls(entry, out_dir, cfg, urlfilter.load_url_lists(cfg), source)
     keep = {r["offset"]: r for r in store.read_rows(urls.files[0].path)}
     docs = extract.extract_warc(uri, keep, "TEST", out_dir, extract.ExtractConfig(), source)
     return store.read_rows(docs.files[0].path)

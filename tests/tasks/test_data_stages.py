@@ -8,18 +8,34 @@ import pytest
 from tasks import extract, langid, pii, quality, store, urlfilter
 
 
-def test_url_filter_blocks_domains_subdomains_and_banned_words():
-    cfg = urlfilter.UrlFilterConfig(blocked_domains=["bad.example"], banned_words=["casino"])
-    assert urlfilter.url_reject_reason("https://bad.example/x", cfg) == "blocked_domain"
-    assert urlfilter.url_reject_reason("https://www.bad.example/x", cfg) == "blocked_domain"
-    assert urlfilter.url_reject_reason("https://notbad.example/x", cfg) is None
-    assert urlfilter.url_reject_reason("https://ok.example/best-casino-online", cfg) == "banned_word"
-    assert urlfilter.url_reject_reason("https://ok.example/casinos", cfg) is None  # whole words only
+def test_url_filter_rules():
+    lists = urlfilter.UrlLists(domains=["bad.co.uk"], hosts=["ads.good.com"], banned_words=["casino"],
+                               banned_subwords=["porn"], soft_words=["hot", "cam", "girls"])
+    reason = urlfilter.url_reject_reason
+    assert reason("https://bad.co.uk/x", lists) == "blocked_domain"
+    assert reason("https://www.shop.bad.co.uk/x", lists) == "blocked_domain"  # registered domain
+    assert reason("https://notbad.co.uk/x", lists) is None
+    assert reason("https://ads.good.com/x", lists) == "blocked_host"
+    assert reason("https://www.good.com/x", lists) is None  # other hosts of that domain
+    assert reason("https://ok.com/best-casino-online", lists) == "banned_word"
+    assert reason("https://ok.com/casinos", lists) is None  # whole words only
+    assert reason("https://ok.com/freepornvideos", lists) == "banned_subword"
+    assert reason("https://ok.com/hot-cam", lists) == "soft_words"
+    assert reason("https://ok.com/hot-soup", lists) is None
+    assert reason("https://ok.com/hot-soup", lists, soft_word_threshold=1) == "soft_words"
+
+
+def test_url_lists_load_from_files_with_comments(tmp_path):
+    (tmp_path / "domains.txt").write_text("# comment\nBad.Example  # trailing\n\n")
+    lists = urlfilter.load_url_lists(urlfilter.UrlFilterConfig(lists_dir=str(tmp_path), extra_domains=["x.org"]))
+    assert lists.domains == ("bad.example", "x.org") and lists.banned_words == ()
+    bundled = urlfilter.load_url_lists(urlfilter.UrlFilterConfig())
+    assert "casino-jackpot.example" in bundled.domains and bundled.soft_words
 
 
 def extract_file(path, tmp_path):
-    urls = urlfilter.filter_warc_urls(store.file_entry(path), tmp_path,
-                                      urlfilter.UrlFilterConfig(blocked_domains=[], banned_words=[]))
+    urls = urlfilter.filter_warc_urls(store.file_entry(path), tmp_path, urlfilter.UrlFilterConfig(),
+                                      urlfilter.UrlLists())
     keep = {r["offset"]: r for r in store.read_rows(urls.files[0].path)}
     return extract.extract_warc(str(path), keep, "TEST", tmp_path, extract.ExtractConfig())
 
@@ -105,3 +121,14 @@ def test_pii_replaces_emails_and_public_ips_only():
     assert "jane.doe" not in text and "8.8.8.8" not in text
     assert "192.168.1.1" in text  # private addresses are not personal data on the public web
     assert n == 2
+
+
+def test_langid_keeps_any_configured_language_and_scores_all():
+    docs = [{"id": "1", "url": "u1", "text": "The river flows past the old mill and the people walk to the market."},
+            {"id": "2", "url": "u2", "text": "Der Markt in der Stadt öffnet früh am Morgen und die Leute kaufen Brot."},
+            {"id": "3", "url": "u3", "text": "Le marché de la ville ouvre très tôt le matin et les gens achètent du pain."}]
+    kept, rejected = langid.filter_languages(docs, langid.LangIdConfig(languages=["en", "de"]))
+    assert [(d["id"], d["lang"]) for d in kept] == [("1", "en"), ("2", "de")]
+    assert rejected[0]["reason"] == "lang_fr"
+    scores = langid.language_scores(docs[2]["text"], langid.load_model(langid.bundled_model_path()))
+    assert len(scores) > 10 and max(scores, key=scores.get) == "fr"  # every label with a probability
