@@ -126,9 +126,48 @@ def test_pii_replaces_emails_and_public_ips_only():
 def test_langid_keeps_any_configured_language_and_scores_all():
     docs = [{"id": "1", "url": "u1", "text": "The river flows past the old mill and the people walk to the market."},
             {"id": "2", "url": "u2", "text": "Der Markt in der Stadt öffnet früh am Morgen und die Leute kaufen Brot."},
-            {"id": "3", "url": "u3", "text": "Le marché de la ville ouvre très tôt le matin et les gens achètent du pain."}]
+            {"id": "3", "url": "u3", "text": "Le marché de la ville ouvre tôt le matin et les gens achètent du pain."}]
     kept, rejected = langid.filter_languages(docs, langid.LangIdConfig(languages=["en", "de"]))
     assert [(d["id"], d["lang"]) for d in kept] == [("1", "en"), ("2", "de")]
     assert rejected[0]["reason"] == "lang_fr"
     scores = langid.language_scores(docs[2]["text"], langid.load_model(langid.bundled_model_path()))
     assert len(scores) > 10 and max(scores, key=scores.get) == "fr"  # every label with a probability
+
+
+def test_resiliparse_extractor_drops_boilerplate_like_trafilatura(small_crawl, tmp_path):
+    path = small_crawl.files[0].path
+    urls = urlfilter.filter_warc_urls(store.file_entry(path), tmp_path, urlfilter.UrlFilterConfig(),
+                                      urlfilter.UrlLists())
+    keep = {r["offset"]: r for r in store.read_rows(urls.files[0].path)}
+    out = {}
+    for name in ("trafilatura", "resiliparse"):
+        m = extract.extract_warc(path, keep, "T", tmp_path / name, extract.ExtractConfig(extractor=name))
+        out[name] = {d["url"]: d["text"] for d in store.read_rows(m.files[0].path)}
+    assert out["resiliparse"].keys() == out["trafilatura"].keys()
+    for text in out["resiliparse"].values():
+        assert "Privacy policy" not in text and "Log in" not in text
+
+
+def test_a_page_over_the_time_limit_is_skipped_and_counted(small_crawl, tmp_path, monkeypatch):
+    import time
+
+    real = extract.extract_text
+
+    def slow_for_one(html, url, config):
+        if url == first_url:
+            end = time.monotonic() + 10
+            while time.monotonic() < end:  # a pathological page
+                pass
+        return real(html, url, config)
+
+    path = small_crawl.files[0].path
+    urls = urlfilter.filter_warc_urls(store.file_entry(path), tmp_path, urlfilter.UrlFilterConfig(),
+                                      urlfilter.UrlLists())
+    rows = store.read_rows(urls.files[0].path)
+    first_url = rows[0]["url"]
+    monkeypatch.setattr(extract, "extract_text", slow_for_one)
+    started = time.monotonic()
+    m = extract.extract_warc(path, {r["offset"]: r for r in rows}, "T", tmp_path, extract.ExtractConfig(timeout_s=0.2))
+    assert time.monotonic() - started < 8
+    assert m.stats["removed"]["timeout"]["docs"] == 1
+    assert m.stats["kept"] > 10
