@@ -19,7 +19,7 @@ from flows.config import PipelineConfig
 from flows.runners import make_task_runner
 from tasks.accounting import accounting_task
 from tasks.commoncrawl import source_task
-from tasks.dedup import EXACT_BAND, candidates_task, clusters_task, dedup_filter_task, signatures_task
+from tasks.dedup import EXACT_BAND, candidates_task, clusters_task, dedup_filter_task, index_task, signatures_task
 from tasks.extract import extract_task
 from tasks.langid import langid_task
 from tasks.pii import pii_task
@@ -33,6 +33,7 @@ class DataResult(BaseModel):
     crawl: Manifest
     docs: list[Manifest]
     accounting: Manifest
+    dedup_index: Manifest
 
 
 def per_file(crawl: Manifest) -> list[Manifest]:
@@ -41,7 +42,7 @@ def per_file(crawl: Manifest) -> list[Manifest]:
             for f in crawl.files]
 
 
-def dedup(config: PipelineConfig, work: str, docs: list[Manifest]) -> list[Manifest]:
+def dedup(config: PipelineConfig, work: str, docs: list[Manifest]) -> tuple[list[Manifest], Manifest]:
     cfg = config.data.dedup
     shards = list(range(len(docs)))
     signatures = resolve("dedup-signatures", in_work_dir(signatures_task, work).map(
@@ -49,9 +50,11 @@ def dedup(config: PipelineConfig, work: str, docs: list[Manifest]) -> list[Manif
     bands = ([EXACT_BAND] if cfg.exact else []) + (list(range(cfg.bands)) if cfg.minhash else [])
     candidates = resolve("dedup-candidates", in_work_dir(candidates_task, work).map(
         unmapped(signatures), bands, work_dir=unmapped(work), config=unmapped(cfg)))
+    index = in_work_dir(index_task, work).submit(signatures, work, cfg)
     clusters = resolve("dedup-clusters", in_work_dir(clusters_task, work).submit(candidates, work))
-    return resolve("dedup", in_work_dir(dedup_filter_task, work).map(
+    kept = resolve("dedup", in_work_dir(dedup_filter_task, work).map(
         docs, shards, clusters=unmapped(clusters), work_dir=unmapped(work)))
+    return kept, resolve("dedup-index", index)
 
 
 def publish_accounting(accounting: Manifest) -> None:
@@ -98,7 +101,8 @@ def data_flow(config: PipelineConfig) -> DataResult:
     good = resolve("quality", in_work_dir(quality_task, work).map(
         langs, work_dir=unmapped(work), config=unmapped(cfg.quality)))
     scrubbed = resolve("pii", in_work_dir(pii_task, work).map(good, work_dir=unmapped(work), config=unmapped(cfg.pii)))
-    docs = dedup(config, work, scrubbed)
+    docs, index = dedup(config, work, scrubbed)
+    logger.info("dedup index of this run (for dedup.previous_index of a later one): %s", index.files[0].path)
 
     stages = {"urlfilter": urls, "extract": extracted, "langid": langs, "quality": good, "dedup": docs}
     accounting = resolve("data-accounting", in_work_dir(accounting_task, work).submit(stages, crawl, work))
@@ -108,4 +112,4 @@ def data_flow(config: PipelineConfig) -> DataResult:
     if kept == 0:
         raise StageFailed(f"stage 'data' produced no documents: nothing of the {pages} pages "
                           "survived the filters (see the data-removed artifact)")
-    return DataResult(crawl=crawl, docs=docs, accounting=accounting)
+    return DataResult(crawl=crawl, docs=docs, accounting=accounting, dedup_index=index)

@@ -39,6 +39,31 @@ def test_near_duplicates_are_found_and_distinct_texts_kept(tmp_path):
     assert rejected[0]["id"] == "1" and rejected[0]["reason"] == "near_duplicate"
 
 
+def test_an_earlier_runs_index_keeps_its_documents_out(tmp_path):
+    cfg = dedup.DedupConfig()
+    old = [doc(0, TEXT)]
+    exact, sigs = dedup.compute_signatures(old, cfg)
+    np.savez(tmp_path / "old.npz", exact=exact, sigs=sigs)
+    bands = [dedup.EXACT_BAND] + list(range(cfg.bands))
+    np.savez(tmp_path / "index.npz", **dedup.build_index([tmp_path / "old.npz"], bands, cfg.rows_per_band))
+
+    near = " ".join(_near_duplicate([TEXT], random.Random(1)))
+    other = " ".join(f"item{i} is a different sentence about bread {i}." for i in range(60))
+    new = [doc(1, TEXT), doc(2, near), doc(3, other)]
+    exact, sigs = dedup.compute_signatures(new, cfg)
+    np.savez(tmp_path / "new.npz", exact=exact, sigs=sigs)
+    earlier = {b: dedup.previous_keys([str(tmp_path / "index.npz")], b) for b in bands}
+    pairs = [(b, dedup.candidate_pairs([(0, tmp_path / "new.npz")], b, cfg.rows_per_band, earlier[b])) for b in bands]
+    kept, rejected = dedup.filter_shard(new, 0, dedup.clusters_to_remove(pairs))
+    assert [d["id"] for d in kept] == ["3"]
+    assert {r["id"]: r["reason"] for r in rejected} == {"1": "seen_in_earlier_run", "2": "seen_in_earlier_run"}
+
+
+def test_signatures_are_64_bit():
+    exact, sigs = dedup.compute_signatures([doc(0, TEXT)], dedup.DedupConfig())
+    assert sigs.dtype == np.uint64 and sigs.shape == (1, 14 * 8) and int(sigs.max()) >= 2**32
+
+
 def test_minhash_signature_is_deterministic_and_similarity_tracks_jaccard():
     cfg = dedup.DedupConfig()
     perms = dedup._permutations(cfg)
