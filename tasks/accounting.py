@@ -14,7 +14,7 @@ from tasks.store import Manifest, read_rows, write_json
 
 # Ground-truth labels of pages that the data stages should remove.
 BAD_LABELS = {"foreign", "exact_dup", "near_dup", "blocklisted", "spam", "word_salad", "too_short",
-              "repetitive", "bad_encoding"}
+              "repetitive"}
 
 
 def removal_table(stages: list[tuple[str, list[Manifest]]], input_docs: int) -> list[dict]:

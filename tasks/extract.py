@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 from typing import Literal
 
+import charset_normalizer
 import trafilatura
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from pydantic import Field
@@ -52,26 +53,30 @@ def parse_http_response(block: bytes) -> tuple[dict[str, str], bytes]:
     return {k.lower(): v for k, v in headers.items()}, body
 
 
-def decode_html(body: bytes, content_type: str) -> str:
-    """Decode by the declared charset; undeclared pages fall back from UTF-8 to windows-1252."""
-    charset = ""
+def declared_charset(content_type: str) -> str | None:
     for part in content_type.split(";")[1:]:
         key, _, value = part.strip().partition("=")
         if key.lower() == "charset":
             charset = value.strip().strip('"').lower()
-    if charset:
-        try:
-            codecs.lookup(charset)
-        except LookupError:
-            raise BadRecord("unknown_charset") from None
+            try:
+                return codecs.lookup(charset).name
+            except LookupError:
+                return None  # an unknown name is as good as none: detect
+    return None
+
+
+def decode_html(body: bytes, content_type: str) -> str:
+    """Decode by the charset the headers declare, then UTF-8, then by detection
+    (charset-normalizer); a body no encoding explains is rejected as `undecodable`."""
+    for charset in dict.fromkeys(c for c in (declared_charset(content_type), "utf-8") if c):
         try:
             return body.decode(charset)
         except UnicodeDecodeError:
-            raise BadRecord("invalid_encoding") from None
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return body.decode("windows-1252", errors="replace")
+            pass
+    best = charset_normalizer.from_bytes(body).best()
+    if best is None:
+        raise BadRecord("undecodable")
+    return str(best)
 
 
 def extract_text(html: str, url: str, config: ExtractConfig) -> str:
@@ -130,7 +135,8 @@ def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_d
 from tasks.caching import input_key, stage_task  # noqa: E402
 
 
-@stage_task("extract", packages=("fastwarc", "trafilatura", "lxml", "resiliparse"), ignore=("source",))
+@stage_task("extract", packages=("fastwarc", "trafilatura", "lxml", "resiliparse", "charset-normalizer"),
+            ignore=("source",))
 def extract_task(urls: Manifest, crawl: str, work_dir: str, config: ExtractConfig, source: SourceConfig) -> Manifest:
     urls_file, warc_file = urls.files
     keep = {row["offset"]: row for row in read_rows(urls_file.path)}

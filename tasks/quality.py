@@ -1,7 +1,8 @@
 """Quality filters: Gopher repetition, Gopher quality, C4 and FineWeb's own rules.
 
 Each filter is a small block with its own config and one method, `reason(text)`, that says why a
-document fails it or returns None. Defaults are the thresholds the FineWeb recipe uses.
+document fails it or returns None (C4, which also drops lines, has `apply`). Defaults are the
+thresholds the FineWeb recipe uses.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def words_of(text: str) -> list[str]:
 
 
 def _duplicated_lines(lines: list[str]) -> tuple[int, int]:
-    """How many lines repeat an earlier line, and how many characters those repeats hold."""
+    """How many lines (or paragraphs) repeat an earlier one, and how many characters the repeats hold."""
     seen: set[str] = set()
     dup_lines = dup_chars = 0
     for line in lines:
@@ -36,13 +37,57 @@ def _duplicated_lines(lines: list[str]) -> tuple[int, int]:
     return dup_lines, dup_chars
 
 
-class GopherRepetition(StageConfig):
-    dup_line_frac: float = 0.3
-    dup_line_char_frac: float = 0.2
-    top_ngram_char_frac: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
-    dup_ngram_char_frac: dict[int, float] = Field(default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13})
+class QualityBlock(StageConfig):
+    """A filter: `reason(text)` says why a document fails, or None. A block that rewrites the text
+    (C4 drops lines) overrides `apply`, which returns the text to keep and the reason."""
 
     def reason(self, text: str) -> str | None:
+        raise NotImplementedError
+
+    def apply(self, text: str) -> tuple[str, str | None]:
+        return text, self.reason(text)
+
+
+def _top_ngram_char_frac(words: list[str], n: int, total_chars: int) -> float:
+    """Characters of the most frequent n-gram, times its count, over all word characters. As in
+    the Gopher paper, a gram seen once counts too: in a stub of a few words it is most of the text."""
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    if not grams:
+        return 0.0
+    gram, count = grams.most_common(1)[0]
+    return sum(len(w) for w in gram) * count / total_chars
+
+
+def _dup_ngram_char_frac(words: list[str], n: int, total_chars: int) -> float:
+    """Characters of the words covered by n-grams that occur more than once (each word counted once)."""
+    seen: set[tuple[str, ...]] = set()
+    covered = bytearray(len(words))
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            covered[i:i + n] = b"\x01" * n
+        seen.add(gram)
+    return sum(len(w) for w, c in zip(words, covered) if c) / total_chars
+
+
+class GopherRepetition(QualityBlock):
+    """Gopher's repetition rules (Rae et al. 2021, table A1)."""
+
+    dup_line_frac: float = 0.3
+    dup_para_frac: float = 0.3
+    dup_line_char_frac: float = 0.2
+    dup_para_char_frac: float = 0.2
+    top_ngram_char_frac: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+    dup_ngram_char_frac: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+
+    def reason(self, text: str) -> str | None:
+        paragraphs = [p for p in re.split(r"\n{2,}", text.strip()) if p.strip()]
+        dup_paras, dup_para_chars = _duplicated_lines(paragraphs)
+        if paragraphs and dup_paras / len(paragraphs) > self.dup_para_frac:
+            return "dup_para_frac"
+        if text and dup_para_chars / len(text) > self.dup_para_char_frac:
+            return "dup_para_char_frac"
         lines = [l for l in text.split("\n") if l.strip()]
         dup_lines, dup_chars = _duplicated_lines(lines)
         if lines and dup_lines / len(lines) > self.dup_line_frac:
@@ -52,29 +97,24 @@ class GopherRepetition(StageConfig):
         words = words_of(text)
         total = sum(len(w) for w in words) or 1
         for n, limit in self.top_ngram_char_frac.items():
-            grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-            if grams:
-                gram, count = grams.most_common(1)[0]
-                if count > 1 and sum(len(w) for w in gram) * count / total > limit:
-                    return f"top_{n}gram"
+            if _top_ngram_char_frac(words, n, total) > limit:
+                return f"top_{n}gram"
         for n, limit in self.dup_ngram_char_frac.items():
-            seen, covered = set(), [False] * len(words)
-            for i in range(len(words) - n + 1):
-                gram = tuple(words[i:i + n])
-                if gram in seen:
-                    covered[i:i + n] = [True] * n
-                seen.add(gram)
-            if sum(len(w) for w, c in zip(words, covered) if c) / total > limit:
+            if _dup_ngram_char_frac(words, n, total) > limit:
                 return f"dup_{n}gram"
         return None
 
 
-class GopherQuality(StageConfig):
+class GopherQuality(QualityBlock):
+    """Gopher's quality rules (Rae et al. 2021, section A.1.1)."""
+
     min_words: int = 50
     max_words: int = 100_000
     min_mean_word_length: float = 3
     max_mean_word_length: float = 10
     max_symbol_word_ratio: float = 0.1
+    max_bullet_lines_ratio: float = 0.9
+    max_ellipsis_lines_ratio: float = 0.3
     min_alpha_word_ratio: float = 0.8
     min_stop_words: int = 2
 
@@ -91,6 +131,11 @@ class GopherQuality(StageConfig):
         symbols = text.count("#") + text.count("...") + text.count("…")
         if symbols / len(words) > self.max_symbol_word_ratio:
             return "symbol_ratio"
+        lines = [l.strip() for l in text.split("\n") if l.strip()]
+        if sum(l.startswith(("•", "-", "*", "‣", "◦")) for l in lines) / len(lines) > self.max_bullet_lines_ratio:
+            return "bullet_lines"
+        if sum(l.endswith(("...", "…")) for l in lines) / len(lines) > self.max_ellipsis_lines_ratio:
+            return "ellipsis_lines"
         if sum(any(c.isalpha() for c in w) for w in tokens) / len(tokens) < self.min_alpha_word_ratio:
             return "alpha_ratio"
         if len(STOP_WORDS & set(words_of(text))) < self.min_stop_words:
@@ -98,23 +143,54 @@ class GopherQuality(StageConfig):
         return None
 
 
-class C4Filter(StageConfig):
-    """C4's document rules, without its terminal-punctuation rule (FineWeb drops that one too)."""
+_CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
+# A sentence ends at ., ! or ? followed by white space or the end: enough to count sentences.
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
 
-    bad_phrases: list[str] = Field(default_factory=lambda: ["lorem ipsum", "javascript must be enabled",
-                                                             "cookie policy"])
+
+class C4Filter(QualityBlock):
+    """C4's rules (Raffel et al. 2020): lines that are too short, mention javascript or are policy
+    boilerplate are dropped (citations removed); a page is dropped for "lorem ipsum", a curly bracket,
+    or fewer than `min_sentences` sentences left. Without the terminal-punctuation rule, as FineWeb."""
+
+    min_words_per_line: int = 3
+    max_word_length: int = 1000
+    min_sentences: int = 5
+    remove_citations: bool = True
     drop_curly_bracket: bool = True
+    policy_phrases: list[str] = Field(default_factory=lambda: [
+        "terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"])
+
+    def apply(self, text: str) -> tuple[str, str | None]:
+        lower = text.lower()
+        if "lorem ipsum" in lower:
+            return text, "lorem_ipsum"
+        if self.drop_curly_bracket and "{" in text:
+            return text, "curly_bracket"
+        kept = []
+        for line in text.split("\n"):
+            line = line.strip()
+            if self.remove_citations:
+                line = _CITATION.sub("", line)
+            words = line.split()
+            if len(words) < self.min_words_per_line or any(len(w) > self.max_word_length for w in words):
+                continue
+            low = line.lower()
+            if "javascript" in low or any(p in low for p in self.policy_phrases):
+                continue
+            kept.append(line)
+        text = "\n".join(kept)
+        if len(_SENTENCE_END.findall(text)) < self.min_sentences:
+            return text, "too_few_sentences"
+        return text, None
 
     def reason(self, text: str) -> str | None:
-        lower = text.lower()
-        if any(p in lower for p in self.bad_phrases):
-            return "bad_phrase"
-        if self.drop_curly_bracket and "{" in text:
-            return "curly_bracket"
-        return None
+        return self.apply(text)[1]
 
 
-class FineWebFilter(StageConfig):
+class FineWebFilter(QualityBlock):
+    """FineWeb's own rules (Penedo et al. 2024)."""
+
     min_line_punct_ratio: float = 0.12
     max_short_line_ratio: float = 0.67
     short_line_chars: int = 30
@@ -144,20 +220,27 @@ class QualityConfig(StageConfig):
     fineweb: FineWebFilter | None = Field(default_factory=FineWebFilter)
 
 
-def quality_reason(text: str, config: QualityConfig) -> str | None:
-    """The first filter (in recipe order) that rejects the text, as 'filter:rule'."""
+def apply_filters(text: str, config: QualityConfig) -> tuple[str, str | None]:
+    """Run the blocks in recipe order; return the (possibly rewritten) text and the first
+    rejection as 'filter:rule', or None."""
     for name in ("gopher_repetition", "gopher_quality", "c4", "fineweb"):
         block = getattr(config, name)
-        if block is not None and (why := block.reason(text)):
-            return f"{name}:{why}"
-    return None
+        if block is not None:
+            text, why = block.apply(text)
+            if why:
+                return text, f"{name}:{why}"
+    return text, None
+
+
+def quality_reason(text: str, config: QualityConfig) -> str | None:
+    return apply_filters(text, config)[1]
 
 
 def filter_quality(docs: list[dict], config: QualityConfig) -> tuple[list[dict], list[dict]]:
     kept, rejected = [], []
     for doc in docs:
-        why = quality_reason(doc["text"], config)
-        (rejected.append(reject(doc, STAGE, why)) if why else kept.append(doc))
+        text, why = apply_filters(doc["text"], config)
+        (rejected.append(reject(doc, STAGE, why)) if why else kept.append({**doc, "text": text}))
     return kept, rejected
 
 

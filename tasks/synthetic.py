@@ -14,7 +14,7 @@ every page is, so each filter's precision and recall can be measured:
   word_salad    random nouns with no sentence structure
   too_short     a stub of a few words
   repetitive    the same line over and over
-  bad_encoding  declared UTF-8 but with bytes that are not
+  wrong_charset a good page declared UTF-8 but with Latin-1 bytes inside: to be recovered
 
 The WARC writer is written here by hand: a record is a few header lines, and no WARC library
 offers a simpler deterministic writer.
@@ -109,7 +109,7 @@ NOUNS = ["table", "window", "engine", "banana", "pencil", "cloud", "ladder", "ca
 # How often each kind of page is drawn. Good English pages dominate, as the model trains on them.
 PAGE_MIX = {"good": 0.5, "foreign": 0.12, "exact_dup": 0.06, "near_dup": 0.06, "blocklisted": 0.05,
             "spam": 0.05, "word_salad": 0.05, "too_short": 0.04, "repetitive": 0.04,
-            "bad_encoding": 0.03}
+            "wrong_charset": 0.03}
 
 
 class CrawlConfig(StageConfig):
@@ -190,7 +190,7 @@ def make_pages(config: CrawlConfig, file_index: int, world: grammar.World) -> li
             title = "Updates"
             line = grammar.sentence(world, rng)
             paragraphs = [line] * 25
-        else:  # bad_encoding: declared UTF-8, but Latin-1 bytes inside
+        else:  # wrong_charset: declared UTF-8, but Latin-1 bytes inside
             title, paragraphs = grammar.article(world, rng)
             body = _html(title, paragraphs, True, "utf-8")
             body = body.replace(b"<main>", "<main><p>Caf\xe9 cr\xe8me na\xefve</p>".encode("latin-1"))

@@ -60,20 +60,28 @@ def test_quirky_warc_headers_are_read(shared_data, tmp_path):
     assert m.stats["kept"] + sum(r["docs"] for r in m.stats["removed"].values()) == 29
 
 
-def test_invalid_utf8_is_rejected_not_crashed():
-    with pytest.raises(extract.BadRecord, match="invalid_encoding"):
-        extract.decode_html(b"caf\xe9", "text/html; charset=utf-8")
-    assert extract.decode_html(b"caf\xe9", "text/html") == "café"  # undeclared: windows-1252
-    with pytest.raises(extract.BadRecord, match="unknown_charset"):
-        extract.decode_html(b"x", "text/html; charset=no-such-charset")
+def test_charset_from_headers_then_utf8_then_detection():
+    cyrillic = "Городской рынок открывается очень рано, и люди покупают там свежий хлеб. " * 3
+    assert extract.decode_html(cyrillic.encode("windows-1251"), "text/html; charset=windows-1251") == cyrillic
+    assert extract.decode_html("naïve".encode(), "text/html") == "naïve"
+    assert extract.decode_html("naïve".encode(), "text/html; charset=no-such-charset") == "naïve"
+    # Declared UTF-8, but not: detection recovers the text.
+    assert extract.decode_html(cyrillic.encode("windows-1251"), "text/html; charset=utf-8") == cyrillic
 
 
-def test_synthetic_bad_encoding_pages_are_counted(small_crawl, tmp_path):
-    labels = [json.loads(l) for l in Path(small_crawl.stats["labels_file"]).read_text().splitlines()]
-    expected = sum(l["label"] == "bad_encoding" for l in labels)
-    counted = sum(extract_file(f.path, tmp_path / str(i)).stats["removed"].get("invalid_encoding", {"docs": 0})["docs"]
-                  for i, f in enumerate(small_crawl.files))
-    assert counted == expected > 0
+def test_undecodable_body_is_rejected_not_crashed():
+    with pytest.raises(extract.BadRecord, match="undecodable"):
+        extract.decode_html(b"\x00\x01\x02\xff\xfe\x00\x00\x89PNG\x1a" * 20, "text/html; charset=utf-8")
+
+
+def test_synthetic_pages_with_a_wrong_charset_are_recovered(small_crawl, tmp_path):
+    labels = {l["url"]: l["label"] for l in map(json.loads, Path(small_crawl.stats["labels_file"]).open())}
+    wrong = {u for u, label in labels.items() if label == "wrong_charset"}
+    docs = [d for i, f in enumerate(small_crawl.files)
+            for d in store.read_rows(extract_file(f.path, tmp_path / str(i)).files[0].path)]
+    recovered = [d for d in docs if d["url"] in wrong]
+    assert len(recovered) == len(wrong) > 0
+    assert all("The town of" in d["text"] or "lives in" in d["text"] or len(d["text"]) > 200 for d in recovered)
 
 
 def test_langid_keeps_english_and_scores_it():
@@ -92,18 +100,34 @@ def test_gopher_quality_rules():
     q = quality.GopherQuality()
     assert q.reason("too short.") == "too_few_words"
     assert q.reason(ENGLISH * 5) is None
+    assert q.reason("\n".join([f"- {ENGLISH}"] * 10)) == "bullet_lines"
+    assert q.reason("\n".join([ENGLISH + " and so on..."] * 10)) == "ellipsis_lines"
     assert q.reason(" ".join(["table window engine banana pencil"] * 20)) == "stop_words"
 
 
-def test_gopher_repetition_catches_repeated_lines():
+def test_gopher_repetition_catches_repeated_lines_and_paragraphs():
     text = "\n".join(["Buy cheap pills now, best price here."] * 20 + [ENGLISH])
     assert quality.GopherRepetition().reason(text) in {"dup_line_frac", "dup_line_char_frac"}
+    assert quality.GopherRepetition().reason("\n\n".join([ENGLISH] * 3 + ["Other words here."])) == "dup_para_frac"
     assert quality.GopherRepetition().reason(ENGLISH) is None
 
 
-def test_c4_and_fineweb_rules():
-    assert quality.C4Filter().reason("Lorem ipsum dolor sit amet") == "bad_phrase"
-    assert quality.C4Filter().reason("function() { return 1 }") == "curly_bracket"
+def test_c4_rules_drop_lines_and_pages():
+    c4 = quality.C4Filter()
+    assert c4.reason("Lorem ipsum dolor sit amet") == "lorem_ipsum"
+    assert c4.reason("function() { return 1 }") == "curly_bracket"
+    page = "\n".join(["The mill by the river grinds corn every day.[1]", "Please enable JavaScript to view this.",
+                      "Read our privacy policy here.", "Menu", "The baker sells bread in the square.",
+                      "The fox sleeps under the old bridge.", "People walk to the market at noon.",
+                      "The river is cold in winter."])
+    text, why = c4.apply(page)
+    assert why is None
+    assert "[1]" not in text and "JavaScript" not in text and "privacy" not in text and "Menu" not in text
+    assert text.count("\n") == 4
+    assert c4.apply("One sentence here. And two here.")[1] == "too_few_sentences"
+
+
+def test_fineweb_rules():
     no_punct = "\n".join(["a line without any ending punctuation at all here"] * 3)
     assert quality.FineWebFilter().reason(no_punct) == "line_punct_ratio"
     short = "\n".join(["Short line."] * 10)
