@@ -29,7 +29,7 @@ def seed_language_model(model_path: str) -> None:
 
 
 def main() -> None:
-    warc_dir, work, lists_file, model_path = sys.argv[1:5]
+    warc_dir, work, lists_file, model_path, languages = sys.argv[1:6]
     lists = json.loads(Path(lists_file).read_text())
     seed_language_model(model_path)
 
@@ -57,7 +57,7 @@ def main() -> None:
                   banned_subwords=lists["banned_subwords"], soft_banned_words=lists["soft_words"],
                   use_integrated_lists=False),
         Trafilatura(favour_precision=True, timeout=5.0, deduplicate=False),
-        LanguageFilter(languages=["en"], language_threshold=0.65),
+        LanguageFilter(languages=languages.split(","), language_threshold=0.65),
         GopherRepetitionFilter(),
         GopherQualityFilter(),
         C4QualityFilter(filter_no_terminal_punct=False),
@@ -66,7 +66,12 @@ def main() -> None:
         JsonlWriter(str(work / "filtered")),
     ])
     stages["read+filter+extract"] = time.perf_counter() - t0
+    stats = json.loads((work / "logs" / "filter" / "stats.json").read_text())
+    docs_in = next(s["stats"].get("documents", {}).get("total", 0) for s in stats if "Warc" in s["name"])
     t1 = time.perf_counter()
+    if not list((work / "filtered").glob("*.jsonl.gz")):  # nothing survived: datatrove's readers refuse
+        print(json.dumps({"docs_in": docs_in, "docs_out": 0, "seconds": time.perf_counter() - t0, "stages": stages}))
+        return
     run("sigs", [JsonlReader(str(work / "filtered")), MinhashDedupSignature(str(work / "sigs"), config=minhash)])
     run("buckets", [MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=minhash)],
         tasks=minhash.num_buckets)  # datatrove requires one task per bucket here
@@ -80,8 +85,6 @@ def main() -> None:
     for stats_file in sorted((work / "logs").glob("*/stats.json")):
         for step in json.loads(stats_file.read_text()):
             step_seconds[step["name"]] = step_seconds.get(step["name"], 0.0) + step["time_stats"]["total"]
-    stats = json.loads((work / "logs" / "filter" / "stats.json").read_text())
-    docs_in = next(s["stats"].get("documents", {}).get("total", 0) for s in stats if "Warc" in s["name"])
     docs_out = sum(1 for f in (work / "deduped").glob("*.jsonl.gz")
                    for _ in __import__("gzip").open(f, "rt"))
     print(json.dumps({"docs_in": docs_in, "docs_out": docs_out, "seconds": total, "stages": stages,

@@ -17,7 +17,7 @@ from tasks.store import file_entry
 
 
 def main() -> None:
-    warc_dir, work = Path(sys.argv[1]), Path(sys.argv[2])
+    warc_dir, work, languages = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
     seconds: dict[str, float] = {}
 
     def timed(stage, fn, *args):
@@ -28,7 +28,7 @@ def main() -> None:
 
     ucfg = urlfilter.UrlFilterConfig()
     lists = urlfilter.load_url_lists(ucfg)
-    ecfg, lcfg, qcfg, pcfg = extract.ExtractConfig(), langid.LangIdConfig(), quality.QualityConfig(), pii.PiiConfig()
+    ecfg, lcfg, qcfg, pcfg = extract.ExtractConfig(), langid.LangIdConfig(languages=languages), quality.QualityConfig(), pii.PiiConfig()
     dcfg = dedup.DedupConfig(exact=False)  # datatrove's FineWeb pipeline has no exact-dedup stage
     t0 = time.perf_counter()
     docs_in, shards, sig_files = 0, [], []

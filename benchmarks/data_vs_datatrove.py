@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=250)
     parser.add_argument("--warc-dir", help="WARC files to use instead of a synthetic crawl")
     parser.add_argument("--core", type=int, default=0)
+    parser.add_argument("--languages", default="en", help="comma-separated languages to keep, e.g. en,ru,zh,ja")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -64,10 +65,10 @@ def main() -> None:
             generate_crawl(CrawlConfig(num_files=args.files, pages_per_file=args.pages), warc_dir)
         lists = tmp / "lists.json"
         lists.write_text(json.dumps({k: list(v) for k, v in load_url_lists(UrlFilterConfig()).model_dump().items()}))
-        ours = pinned([sys.executable, str(HERE / "_ours_side.py"), str(warc_dir), str(tmp / "ours")],
-                      args.core, ROOT)
+        ours = pinned([sys.executable, str(HERE / "_ours_side.py"), str(warc_dir), str(tmp / "ours"),
+                       args.languages], args.core, ROOT)
         peer = pinned([str(PEER_PYTHON), str(HERE / "_datatrove_side.py"), str(warc_dir), str(tmp / "datatrove"),
-                       str(lists), bundled_model_path()], args.core, tmp)
+                       str(lists), bundled_model_path(), args.languages], args.core, tmp)
     print(f"WARC files: {warc_dir if args.warc_dir else f'synthetic crawl, {args.files} x {args.pages} pages'}")
     show("crawl2chat", ours)
     show("datatrove", peer)
