@@ -28,7 +28,8 @@ def main() -> None:
 
     ucfg = urlfilter.UrlFilterConfig()
     lists = urlfilter.load_url_lists(ucfg)
-    ecfg, lcfg, qcfg, pcfg = extract.ExtractConfig(), langid.LangIdConfig(languages=languages), quality.QualityConfig(), pii.PiiConfig()
+    ecfg, qcfg, pcfg = extract.ExtractConfig(), quality.QualityConfig(), pii.PiiConfig()
+    lcfg = langid.LangIdConfig(languages=languages)
     dcfg = dedup.DedupConfig(exact=False)  # datatrove's FineWeb pipeline has no exact-dedup stage
     t0 = time.perf_counter()
     docs_in, shards, sig_files = 0, [], []

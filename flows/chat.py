@@ -13,7 +13,7 @@ def chat_session(config: PipelineConfig, which: str, prompt: str | None) -> int:
     from models import checkpoint as ckpt
     from models.chat import ChatTokens, render_prompt, visible_text
     from models.engine import generate
-    from tasks.bpe import load_tokenizer
+    from tasks.tokenize import load_tokenizer
 
     index = Path(config.work_dir) / "models.json"
     if not index.exists():

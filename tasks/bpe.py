@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -18,6 +17,7 @@ import tiktoken
 from pydantic import Field
 
 from tasks.store import Manifest, StageConfig, file_entry, read_rows, stage_dir, write_text
+from tasks.tokenize import load_tokenizer
 
 STAGE = "tokenizer"
 # GPT-4's split pattern, with numbers split into groups of at most two digits.
@@ -57,17 +57,6 @@ def train_bpe(texts: Iterable[str], config: BpeConfig) -> dict:
         "mergeable_ranks": [[base64.b64encode(bytes(tok)).decode(), rank] for tok, rank in ranks],
         "special_tokens": {tok: n + i for i, tok in enumerate(SPECIAL_TOKENS)},
     }
-
-
-def encoding_from_document(doc: dict, name: str = "crawl2chat") -> tiktoken.Encoding:
-    ranks = {base64.b64decode(tok): rank for tok, rank in doc["mergeable_ranks"]}
-    return tiktoken.Encoding(name=name, pat_str=doc["pattern"], mergeable_ranks=ranks,
-                             special_tokens=doc["special_tokens"])
-
-
-@lru_cache(maxsize=4)
-def load_tokenizer(path: str | Path) -> tiktoken.Encoding:
-    return encoding_from_document(json.loads(Path(path).read_text()))
 
 
 def token_byte_lengths(enc: tiktoken.Encoding) -> np.ndarray:

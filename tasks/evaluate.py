@@ -16,10 +16,10 @@ from pydantic import Field
 from models import checkpoint as ckpt
 from models.chat import ChatTokens, render_prompt, visible_text
 from models.engine import generate
-from tasks.bpe import load_tokenizer
 from tasks.rlhf import is_correct
 from tasks.store import Manifest, StageConfig, atomic_path, file_entry, stage_dir, write_text
 from tasks.synthetic_chat import chat_file, read_jsonl
+from tasks.tokenize import load_tokenizer
 from tasks.training import checkpoint_dir
 
 STAGE = "evaluate"

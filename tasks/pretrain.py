@@ -1,7 +1,7 @@
 """GPT pretraining on the token shards, with checkpoints and exact resume.
 
-The batch of step s is a pure function of s (a window of the concatenated train tokens), so a run
-resumed from a checkpoint at step s sees exactly the tokens the uninterrupted run would have seen.
+The loader's position is saved with every checkpoint, so a run resumed from a checkpoint at step s
+sees exactly the tokens the uninterrupted run would have seen.
 Checkpoints live in a directory named by the digest of the config and the data, so a changed
 config never resumes from another run's weights.
 """
@@ -20,9 +20,11 @@ from pydantic import Field
 from models import checkpoint as ckpt
 from models.gpt import GPT, GPTConfig
 from models.optim import lr_multiplier, make_adamw, set_lr
-from tasks.bpe import load_tokenizer, token_byte_lengths
+from tasks.bpe import token_byte_lengths
+from tasks.loader import TokenLoader
 from tasks.shards import read_shard, split_files
 from tasks.store import Manifest, StageConfig, stage_dir
+from tasks.tokenize import load_tokenizer
 from tasks.training import checkpoint_manifest
 
 STAGE = "pretrain"
@@ -48,6 +50,7 @@ class PretrainConfig(StageConfig):
     seed: int = 42
     device: str = "auto"
     compile: bool = Field(True, description="torch.compile on CUDA (never on CPU, where it only costs time)")
+    bos_aligned: bool = Field(True, description="Every training row starts at a document start")
 
 
 def model_config(config: PretrainConfig, vocab_size: int) -> GPTConfig:
@@ -58,17 +61,6 @@ def model_config(config: PretrainConfig, vocab_size: int) -> GPTConfig:
 def load_tokens(paths: list[str]) -> np.ndarray:
     parts = [read_shard(p)[0] for p in paths]
     return np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0])
-
-
-def batch_at(tokens: np.ndarray, step: int, micro: int, batch: int, seq: int, micro_steps: int):
-    """The (inputs, targets) of micro-batch `micro` of optimizer step `step`: a pure function."""
-    span = batch * seq + 1
-    usable = len(tokens) - span
-    if usable < 0:
-        raise ValueError(f"{len(tokens)} training tokens cannot fill one batch of {span}")
-    start = ((step * micro_steps + micro) * batch * seq) % (usable + 1)
-    window = torch.from_numpy(tokens[start:start + span].astype(np.int64))
-    return window[:-1].view(batch, seq), window[1:].view(batch, seq)
 
 
 @torch.no_grad()
@@ -108,7 +100,8 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     device = ckpt.pick_device(config.device)
     enc = load_tokenizer(tokenizer_path)
     byte_lengths = token_byte_lengths(enc)
-    train_tokens, val_tokens = load_tokens(train_paths), load_tokens(val_paths)
+    loader = TokenLoader(train_paths, config.device_batch_size, config.sequence_len, bos_aligned=config.bos_aligned)
+    val_tokens = load_tokens(val_paths)
 
     gpt_config = model_config(config, enc.n_vocab)
     model = GPT(gpt_config).to(device)
@@ -124,6 +117,7 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
         ckpt.load_optimizer(resume, optimizer)
         meta = ckpt.read_meta(resume)
         start, history = meta["step"], meta["history"]
+        loader.load_state(meta["data_position"])
         torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
 
     use_cuda = device.type == "cuda"
@@ -140,8 +134,8 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     for step in range(start, steps):
         set_lr(optimizer, config.lr, lr_multiplier(step, steps, config.warmup_steps, config.warmdown_frac))
         loss_sum = 0.0
-        for micro in range(micro_steps):
-            x, y = batch_at(train_tokens, step, micro, config.device_batch_size, config.sequence_len, micro_steps)
+        for _ in range(micro_steps):
+            x, y = loader.next_batch()
             with autocast:
                 loss = step_model(x.to(device), y.to(device)) / micro_steps
             loss.backward()
@@ -155,7 +149,8 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
             history["val_bpb"].append([done, round(evaluate(), 5)])
         if done % config.checkpoint_every == 0 or done == steps:
             ckpt.save_checkpoint(run_dir, done, model,
-                                 {**meta_base, "history": history, "rng": torch.get_rng_state().tolist()},
+                                 {**meta_base, "history": history, "data_position": loader.state(),
+                                  "rng": torch.get_rng_state().tolist()},
                                  optimizer, keep=config.keep_checkpoints)
         if progress is not None:
             elapsed = time.perf_counter() - t0
@@ -169,7 +164,7 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
         "steps": steps,
         "params": model.num_params(),
         "val_bpb": history["val_bpb"][-1][1],
-        "unigram_bpb": round(unigram_bits_per_byte(train_tokens, val_tokens, byte_lengths), 5),
+        "unigram_bpb": round(unigram_bits_per_byte(load_tokens(train_paths), val_tokens, byte_lengths), 5),
         "history": history,
         "tokens_per_s": tokens_done / elapsed if elapsed and tokens_done else None,
         "resumed_from": start,
@@ -181,7 +176,7 @@ from tasks.caching import input_key, stage_task  # noqa: E402
 from tasks.training import progress_reporter  # noqa: E402
 
 
-@stage_task("pretrain", "models.gpt", "models.optim", "models.checkpoint", "tasks.bpe", "tasks.shards",
+@stage_task("pretrain", "models.gpt", "models.optim", "models.checkpoint", "tasks.bpe", "tasks.shards", "tasks.loader",
             packages=("torch",))
 def pretrain_task(shards: Manifest, tokenizer: Manifest, work_dir: str, config: PretrainConfig) -> Manifest:
     run_dir = stage_dir(work_dir, STAGE, input_key(shards, tokenizer, config))

@@ -13,9 +13,9 @@ from models.chat import ChatTokens, render_assistant, render_prompt
 from models.gpt import GPTConfig
 from models.optim import lr_multiplier, make_adamw, set_lr
 from models.reward import RewardModel, bradley_terry_loss
-from tasks.bpe import load_tokenizer
 from tasks.store import Manifest, StageConfig, stage_dir
 from tasks.synthetic_chat import chat_file, read_jsonl
+from tasks.tokenize import load_tokenizer
 from tasks.training import checkpoint_dir, checkpoint_manifest, pad_rows
 
 STAGE = "reward"

@@ -19,10 +19,10 @@ from models import checkpoint as ckpt
 from models.chat import ChatTokens, render_prompt, visible_text
 from models.engine import generate
 from models.optim import make_adamw
-from tasks.bpe import load_tokenizer
 from tasks.reward import load_reward_model, score
 from tasks.store import Manifest, StageConfig, stage_dir
 from tasks.synthetic_chat import chat_file, read_jsonl
+from tasks.tokenize import load_tokenizer
 from tasks.training import checkpoint_dir, checkpoint_manifest, reply_logprobs
 
 STAGE = "rlhf"

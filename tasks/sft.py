@@ -16,9 +16,9 @@ from models import checkpoint as ckpt
 from models.chat import ChatTokens, render_conversation, render_prompt, visible_text
 from models.engine import generate
 from models.optim import lr_multiplier, make_adamw, set_lr
-from tasks.bpe import load_tokenizer
 from tasks.store import Manifest, StageConfig, stage_dir
 from tasks.synthetic_chat import chat_file, read_jsonl
+from tasks.tokenize import load_tokenizer
 from tasks.training import checkpoint_dir, checkpoint_manifest, masked_lm_loss
 
 STAGE = "sft"

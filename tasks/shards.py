@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from tasks.bpe import load_tokenizer
-from tasks.store import Manifest, StageConfig, atomic_path, file_entry, read_rows, stage_dir
+from tasks.store import Manifest, StageConfig, atomic_path, file_entry, stage_dir
+from tasks.tokenize import load_tokenizer, tokenize_chunk
 
 STAGE = "shards"
 MAGIC, VERSION = b"C2CTOKS\0", 1
@@ -29,6 +29,7 @@ class ShardConfig(StageConfig):
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0)
     shard_tokens: int = Field(50_000_000, ge=1, description="Tokens per shard file at most")
     seed: int = 0
+    workers: int = Field(2, ge=1, description="Processes that tokenize in parallel")
 
 
 class ShardError(ValueError):
@@ -44,13 +45,16 @@ def shuffle_key(doc_id: str, seed: int) -> bytes:
     return hashlib.sha256(f"{seed}:{doc_id}".encode()).digest()
 
 
-def write_shard_file(path: Path, docs: list[list[int]], vocab_size: int) -> None:
+def write_shard_file(path: Path, tokens: np.ndarray, lengths: np.ndarray, vocab_size: int) -> None:
+    """Write documents, given as their concatenated tokens and their lengths, as one shard file."""
     dtype = np.uint16 if vocab_size <= 2**16 else np.uint32
-    lengths = np.array([len(d) for d in docs], dtype=np.uint64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype("<u8") if docs else np.zeros(0, "<u8")
-    tokens = np.fromiter((t for d in docs for t in d), dtype=dtype, count=int(lengths.sum()))
+    lengths = np.asarray(lengths, dtype=np.uint64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype("<u8") if len(lengths) else np.zeros(0, "<u8")
+    tokens = np.asarray(tokens).astype(dtype, copy=False)
+    if len(tokens) != int(lengths.sum()):
+        raise ShardError(f"{len(tokens)} tokens but document lengths add up to {int(lengths.sum())}")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(HEADER.pack(MAGIC, VERSION, np.dtype(dtype).itemsize, len(tokens), len(docs)))
+        f.write(HEADER.pack(MAGIC, VERSION, np.dtype(dtype).itemsize, len(tokens), len(lengths)))
         f.write(tokens.astype(np.dtype(dtype).newbyteorder("<")).tobytes())
         f.write(starts.tobytes())
 
@@ -74,33 +78,75 @@ def read_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return tokens, starts
 
 
-def tokenize_documents(texts: list[str], enc) -> list[list[int]]:
-    bos = enc.encode_single_token("<|bos|>")
-    return [[bos] + ids for ids in enc.encode_ordinary_batch(texts, num_threads=2)]
+def tokenize_documents(texts: list[str], tokenizer_path: str, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """All documents, in order, as one flat token array and their lengths, tokenized by
+    `workers` processes.
+
+    Processes, not threads: tiktoken's batch encoding holds the GIL for its Python-side work, and
+    two threads gave only 1.4× the speed of one. Workers are spawned (not forked, since the caller
+    may be a thread of a Prefect task runner) and import only tasks/tokenize.py, so they start fast.
+    """
+    if workers <= 1 or len(texts) < 2 * workers:
+        return tokenize_chunk(tokenizer_path, texts)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    step = -(-len(texts) // (4 * workers))  # a few chunks per worker evens out long documents
+    chunks = [texts[i:i + step] for i in range(0, len(texts), step)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(tokenize_chunk, [tokenizer_path] * len(chunks), chunks))
+    return np.concatenate([flat for flat, _ in parts]), np.concatenate([lengths for _, lengths in parts])
+
+
+def read_documents(doc_paths: list[str]) -> tuple[list[str], list[str]]:
+    """Ids and texts of every document: only the two columns sharding needs."""
+    import pyarrow.parquet as pq
+
+    ids, texts = [], []
+    for path in doc_paths:
+        table = pq.read_table(path, columns=["id", "text"])
+        ids += table.column("id").to_pylist()
+        texts += table.column("text").to_pylist()
+    return ids, texts
+
+
+def shard_ranges(lengths: np.ndarray, shard_tokens: int) -> list[tuple[int, int]]:
+    """[first doc, end doc) of each shard: whole documents, at most `shard_tokens` tokens a shard
+    (a longer document gets a shard of its own)."""
+    ranges, first, filled = [], 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        if i > first and filled + n > shard_tokens:
+            ranges.append((first, i))
+            first, filled = i, 0
+        filled += n
+    ranges.append((first, len(lengths)))
+    return ranges
 
 
 def build_shards(doc_paths: list[str], tokenizer_path: str, out_dir: Path, config: ShardConfig) -> Manifest:
-    enc = load_tokenizer(tokenizer_path)
-    docs = sorted((row for p in doc_paths for row in read_rows(p)),
-                  key=lambda d: shuffle_key(d["id"], config.seed))
-    entries, stats = [], {}
-    for split in ("train", "val"):
-        chosen = [d for d in docs if is_val(d["id"], config.val_fraction) == (split == "val")]
+    vocab = load_tokenizer(tokenizer_path).n_vocab
+    ids, texts = read_documents(doc_paths)
+    order = sorted(range(len(ids)), key=lambda i: shuffle_key(ids[i], config.seed))
+    in_val = [is_val(ids[i], config.val_fraction) for i in order]
+    splits = {"train": [i for i, v in zip(order, in_val) if not v], "val": [i for i, v in zip(order, in_val) if v]}
+    for split, chosen in splits.items():
         if not chosen:
-            raise ShardError(f"no documents for the {split} split ({len(docs)} documents in all)")
-        tokens = tokenize_documents([d["text"] for d in chosen], enc)
-        shard, batch, filled = 0, [], 0
-        for ids in tokens + [None]:
-            if ids is None or (batch and filled + len(ids) > config.shard_tokens):
-                path = out_dir / f"{split}-{shard:05d}.bin"
-                write_shard_file(path, batch, enc.n_vocab)
-                entries.append(file_entry(path, rows=filled))
-                shard, batch, filled = shard + 1, [], 0
-            if ids is not None:
-                batch.append(ids)
-                filled += len(ids)
-        stats[split] = {"documents": len(chosen), "tokens": sum(map(len, tokens)),
-                        "bytes": sum(len(d["text"].encode()) for d in chosen)}
+            raise ShardError(f"no documents for the {split} split ({len(ids)} documents in all)")
+    # Both splits in one pass, so the worker processes start once.
+    flat, lengths = tokenize_documents([texts[i] for i in splits["train"] + splits["val"]], tokenizer_path,
+                                       config.workers)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    entries, stats, first_doc = [], {}, 0
+    for split, chosen in splits.items():
+        doc_lengths = lengths[first_doc:first_doc + len(chosen)]
+        for shard, (first, end) in enumerate(shard_ranges(doc_lengths, config.shard_tokens)):
+            lo, hi = offsets[first_doc + first], offsets[first_doc + end]
+            path = out_dir / f"{split}-{shard:05d}.bin"
+            write_shard_file(path, flat[lo:hi], doc_lengths[first:end], vocab)
+            entries.append(file_entry(path, rows=int(hi - lo)))
+        stats[split] = {"documents": len(chosen), "tokens": int(doc_lengths.sum()),
+                        "bytes": sum(len(texts[i].encode()) for i in chosen)}
+        first_doc += len(chosen)
     return Manifest(stage=STAGE, files=entries, stats=stats)
 
 
@@ -112,7 +158,7 @@ def split_files(manifest: Manifest, split: str) -> list[str]:
 from tasks.caching import input_key, stage_task  # noqa: E402
 
 
-@stage_task("token-shards", "tasks.bpe", packages=("tiktoken", "numpy"))
+@stage_task("token-shards", "tasks.tokenize", packages=("tiktoken", "numpy"))
 def shards_task(docs: list[Manifest], tokenizer: Manifest, work_dir: str, config: ShardConfig) -> Manifest:
     paths = [f.path for m in docs for f in m.files]
     out_dir = stage_dir(work_dir, STAGE, input_key(docs, tokenizer, config))

@@ -4,10 +4,11 @@ import tiktoken
 
 from tasks import bpe, shards
 from tasks.shards import ShardError, is_val, read_shard, write_shard_file
+from tasks.tokenize import load_tokenizer
 
 
 def test_tokenizer_loads_into_tiktoken_and_round_trips(tokenizer_path):
-    enc = bpe.load_tokenizer(tokenizer_path)
+    enc = load_tokenizer(tokenizer_path)
     assert isinstance(enc, tiktoken.Encoding)
     for text in ["The town of Velmora lies by the river Astel.", "naïve café 12345 😀 \n\t x", ""]:
         assert enc.decode(enc.encode_ordinary(text)) == text
@@ -15,7 +16,7 @@ def test_tokenizer_loads_into_tiktoken_and_round_trips(tokenizer_path):
 
 
 def test_special_tokens_are_not_produced_from_ordinary_text(tokenizer_path):
-    enc = bpe.load_tokenizer(tokenizer_path)
+    enc = load_tokenizer(tokenizer_path)
     ids = enc.encode_ordinary("<|bos|> <|assistant_end|>")
     assert enc.encode_single_token("<|bos|>") not in ids
     with pytest.raises(ValueError):
@@ -37,7 +38,7 @@ def test_training_text_respects_caps():
 def test_shard_round_trip_and_boundaries(tmp_path):
     docs = [[1, 2, 3], [4, 5], [6]]
     path = tmp_path / "s.bin"
-    write_shard_file(path, docs, vocab_size=1000)
+    write_shard_file(path, np.concatenate(docs), [len(d) for d in docs], vocab_size=1000)
     tokens, starts = read_shard(path)
     assert tokens.dtype == np.dtype("<u2")
     assert tokens.tolist() == [1, 2, 3, 4, 5, 6] and starts.tolist() == [0, 3, 5]
@@ -45,7 +46,7 @@ def test_shard_round_trip_and_boundaries(tmp_path):
 
 def test_truncated_or_corrupted_shard_is_refused(tmp_path):
     path = tmp_path / "s.bin"
-    write_shard_file(path, [[1, 2, 3]] * 10, vocab_size=70_000)
+    write_shard_file(path, np.array([1, 2, 3] * 10), [3] * 10, vocab_size=70_000)
     data = path.read_bytes()
     path.write_bytes(data[:-5])
     with pytest.raises(ShardError, match="truncated or corrupted"):
@@ -63,9 +64,23 @@ def test_split_is_stable_when_documents_are_added():
     assert 50 < len(after) < 350
 
 
+def test_shard_ranges_hold_whole_documents():
+    assert shards.shard_ranges(np.array([3, 3, 3, 10, 1]), 6) == [(0, 2), (2, 3), (3, 4), (4, 5)]
+
+
+def test_parallel_tokenization_equals_serial_and_encode_ordinary(clean_docs, tokenizer_path):
+    texts = [d["text"] for d in clean_docs] + ["<|bos|> is text here, not a token"]
+    flat1, len1 = shards.tokenize_documents(texts, tokenizer_path, workers=1)
+    flat2, len2 = shards.tokenize_documents(texts, tokenizer_path, workers=2)
+    assert (flat1 == flat2).all() and (len1 == len2).all()
+    enc = load_tokenizer(tokenizer_path)
+    expected = [t for text in texts for t in [enc.encode_single_token("<|bos|>")] + enc.encode_ordinary(text)]
+    assert flat1.tolist() == expected
+
+
 def test_build_shards_prefixes_bos_and_splits(docs_parquet, tokenizer_path, tmp_path):
     m = shards.build_shards([docs_parquet], tokenizer_path, tmp_path, shards.ShardConfig(val_fraction=0.2))
-    enc = bpe.load_tokenizer(tokenizer_path)
+    enc = load_tokenizer(tokenizer_path)
     tokens, starts = read_shard(shards.split_files(m, "train")[0])
     bos = enc.encode_single_token("<|bos|>")
     assert (tokens[starts] == bos).all() and (tokens == bos).sum() == len(starts)
