@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import tiktoken
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks import bpe, shards
 from tasks.shards import ShardError, is_val, read_shard, write_shard_file
@@ -85,3 +87,25 @@ def test_build_shards_prefixes_bos_and_splits(docs_parquet, tokenizer_path, tmp_
     bos = enc.encode_single_token("<|bos|>")
     assert (tokens[starts] == bos).all() and (tokens == bos).sum() == len(starts)
     assert m.stats["train"]["documents"] + m.stats["val"]["documents"] > 10
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec=None)))
+def test_any_text_round_trips(tokenizer_path, text):
+    """Exact for any string; a lone surrogate (not encodable as UTF-8) becomes U+FFFD, as
+    tiktoken documents for encode_ordinary."""
+    enc = load_tokenizer(tokenizer_path)
+    expected = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    ids = enc.encode_ordinary(text)
+    assert enc.decode(ids) == expected
+    assert enc.decode_bytes(ids) == expected.encode("utf-8")
+    assert not set(ids) & {enc.encode_single_token(s) for s in enc.special_tokens_set}
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary())
+def test_any_bytes_have_a_token_sequence(tokenizer_path, data):
+    """Byte-level: every byte value is a token, so any byte string decodes back exactly."""
+    enc = load_tokenizer(tokenizer_path)
+    ids = [enc.encode_single_token(bytes([b])) for b in data]
+    assert enc.decode_bytes(ids) == data
