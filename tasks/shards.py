@@ -10,11 +10,11 @@ Documents go to val when a hash of their id says so, so adding documents never m
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from pathlib import Path
 
 import numpy as np
+import xxhash
 from pydantic import Field
 
 from tasks.store import Manifest, StageConfig, atomic_path, file_entry, stage_dir
@@ -36,13 +36,14 @@ class ShardError(ValueError):
     pass
 
 
+# Splits and order come from 64-bit xxhash of the document id: stable (adding documents never
+# moves old ones) and, at 200k documents, a tenth of the time sha256 took in the serial part.
 def is_val(doc_id: str, val_fraction: float) -> bool:
-    h = int.from_bytes(hashlib.sha256(f"split:{doc_id}".encode()).digest()[:8], "little")
-    return h / 2**64 < val_fraction
+    return xxhash.xxh64_intdigest(f"split:{doc_id}".encode()) / 2**64 < val_fraction
 
 
-def shuffle_key(doc_id: str, seed: int) -> bytes:
-    return hashlib.sha256(f"{seed}:{doc_id}".encode()).digest()
+def shuffle_key(doc_id: str, seed: int) -> int:
+    return xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode())
 
 
 def write_shard_file(path: Path, tokens: np.ndarray, lengths: np.ndarray, vocab_size: int) -> None:
@@ -78,7 +79,7 @@ def read_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return tokens, starts
 
 
-def tokenize_documents(texts: list[str], tokenizer_path: str, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def tokenize_documents(texts, tokenizer_path: str, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """All documents, in order, as one flat token array and their lengths, tokenized by
     `workers` processes.
 
@@ -91,23 +92,24 @@ def tokenize_documents(texts: list[str], tokenizer_path: str, workers: int = 1) 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    step = -(-len(texts) // (4 * workers))  # a few chunks per worker evens out long documents
-    chunks = [texts[i:i + step] for i in range(0, len(texts), step)]
+    step = -(-len(texts) // (8 * workers))  # several chunks per worker even out long documents
+    if hasattr(texts, "take"):  # an Arrow array: `take` copies, where a slice would pickle the whole buffer
+        chunks = [texts.take(np.arange(i, min(i + step, len(texts)))) for i in range(0, len(texts), step)]
+    else:
+        chunks = [texts[i:i + step] for i in range(0, len(texts), step)]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = list(pool.map(tokenize_chunk, [tokenizer_path] * len(chunks), chunks))
     return np.concatenate([flat for flat, _ in parts]), np.concatenate([lengths for _, lengths in parts])
 
 
-def read_documents(doc_paths: list[str]) -> tuple[list[str], list[str]]:
-    """Ids and texts of every document: only the two columns sharding needs."""
+def read_documents(doc_paths: list[str]):
+    """Ids (as Python strings) and texts (as one Arrow array) of every document: only the two
+    columns sharding needs, and the texts stay in Arrow until a worker tokenizes them."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ids, texts = [], []
-    for path in doc_paths:
-        table = pq.read_table(path, columns=["id", "text"])
-        ids += table.column("id").to_pylist()
-        texts += table.column("text").to_pylist()
-    return ids, texts
+    table = pa.concat_tables([pq.read_table(path, columns=["id", "text"]) for path in doc_paths])
+    return table.column("id").to_pylist(), table.column("text").combine_chunks()
 
 
 def shard_ranges(lengths: np.ndarray, shard_tokens: int) -> list[tuple[int, int]]:
@@ -133,8 +135,11 @@ def build_shards(doc_paths: list[str], tokenizer_path: str, out_dir: Path, confi
         if not chosen:
             raise ShardError(f"no documents for the {split} split ({len(ids)} documents in all)")
     # Both splits in one pass, so the worker processes start once.
-    flat, lengths = tokenize_documents([texts[i] for i in splits["train"] + splits["val"]], tokenizer_path,
-                                       config.workers)
+    import pyarrow.compute as pc
+
+    ordered_texts = texts.take(splits["train"] + splits["val"])
+    flat, lengths = tokenize_documents(ordered_texts, tokenizer_path, config.workers)
+    text_bytes = pc.binary_length(ordered_texts).to_numpy()
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     entries, stats, first_doc = [], {}, 0
     for split, chosen in splits.items():
@@ -145,7 +150,7 @@ def build_shards(doc_paths: list[str], tokenizer_path: str, out_dir: Path, confi
             write_shard_file(path, flat[lo:hi], doc_lengths[first:end], vocab)
             entries.append(file_entry(path, rows=int(hi - lo)))
         stats[split] = {"documents": len(chosen), "tokens": int(doc_lengths.sum()),
-                        "bytes": sum(len(texts[i].encode()) for i in chosen)}
+                        "bytes": int(text_bytes[first_doc:first_doc + len(chosen)].sum())}
         first_doc += len(chosen)
     return Manifest(stage=STAGE, files=entries, stats=stats)
 

@@ -28,9 +28,13 @@ def load_tokenizer(path: str | Path) -> tiktoken.Encoding:
     return encoding_from_document(json.loads(Path(path).read_text()))
 
 
-def tokenize_chunk(tokenizer_path: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def tokenize_chunk(tokenizer_path: str, texts) -> tuple[np.ndarray, np.ndarray]:
     """Every text as <|bos|> + its ordinary tokens, returned as one flat uint32 array and the
-    per-document lengths (two arrays pickle far faster than lists of lists)."""
+    per-document lengths (two arrays pickle far faster than lists of lists). `texts` is a list of
+    strings or an Arrow string array, which crosses a process boundary as raw buffers and is turned
+    into Python strings here, in the worker, rather than serially in the parent."""
+    if hasattr(texts, "to_pylist"):
+        texts = texts.to_pylist()
     enc = load_tokenizer(tokenizer_path)
     bos = np.array([enc.encode_single_token(BOS)], dtype=np.uint32)
     # encode_to_numpy with no special tokens allowed or checked is encode_ordinary, straight into
