@@ -8,7 +8,10 @@ the split pattern, the mergeable ranks (base64 bytes → rank) and the special t
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -16,6 +19,7 @@ import numpy as np
 import tiktoken
 from pydantic import Field
 
+from tasks.shards import is_val
 from tasks.store import Manifest, StageConfig, file_entry, read_rows, stage_dir, write_text
 from tasks.tokenize import load_tokenizer
 
@@ -32,6 +36,8 @@ class BpeConfig(StageConfig):
     max_chars: int = Field(20_000_000, ge=1, description="Characters of training text at most")
     doc_cap: int = Field(10_000, ge=1, description="Characters taken from any one document at most")
     pattern: str = SPLIT_PATTERN
+    heldout_fraction: float = Field(0.05, gt=0, lt=1, description="Documents kept out of training for the report "
+                                                                  "(the same hash as the shards' val split)")
 
 
 def training_texts(docs: Iterable[dict], config: BpeConfig) -> Iterator[str]:
@@ -70,13 +76,55 @@ def token_byte_lengths(enc: tiktoken.Encoding) -> np.ndarray:
     return lengths
 
 
+# Where tiktoken keeps the published vocabularies it has downloaded before; they are compared
+# against only when already there, since nothing may be fetched at run time.
+REFERENCE_BLOBS = {
+    "gpt2": ["https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+             "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json"],
+    "cl100k_base": ["https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"],
+}
+
+
+def offline_reference(name: str) -> tiktoken.Encoding | None:
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or \
+        os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    cached = all(os.path.exists(os.path.join(cache_dir, hashlib.sha1(blob.encode()).hexdigest()))
+                 for blob in REFERENCE_BLOBS[name])
+    return tiktoken.get_encoding(name) if cached else None
+
+
+def tokenizer_report(enc: tiktoken.Encoding, heldout: list[dict], top_merges: int = 20) -> dict:
+    """Bytes per token on held-out documents, per language, beside GPT-2 and cl100k when those
+    vocabularies are available offline; and the first merges the trainer learned."""
+    references = {name: offline_reference(name) for name in REFERENCE_BLOBS}
+    by_lang: dict[str, list[str]] = {}
+    for doc in heldout:
+        by_lang.setdefault(doc.get("lang") or "unknown", []).append(doc["text"])
+    def ratio(encoding: tiktoken.Encoding, texts: list[str]) -> float:
+        tokens = sum(map(len, encoding.encode_ordinary_batch(texts)))
+        return round(sum(len(t.encode()) for t in texts) / max(1, tokens), 3)
+
+    bytes_per_token = {}
+    for lang, texts in sorted(by_lang.items()):
+        bytes_per_token[lang] = {"documents": len(texts), "crawl2chat": ratio(enc, texts),
+                                 **{name: ratio(ref, texts) if ref else None for name, ref in references.items()}}
+    merges = [enc.decode_single_token_bytes(256 + i).decode("utf-8", errors="replace")
+              for i in range(min(top_merges, enc.n_vocab - 256 - len(SPECIAL_TOKENS)))]
+    return {"bytes_per_token": bytes_per_token, "top_merges": merges}
+
+
 def train_tokenizer(doc_paths: list[str], out_dir: Path, config: BpeConfig) -> Manifest:
-    docs = (row for p in doc_paths for row in read_rows(p))
-    document = train_bpe(training_texts(docs, config), config)
+    """Train on all but the held-out documents (the same hash as the shards' val split), then
+    report on those."""
+    docs = [row for p in doc_paths for row in read_rows(p)]
+    heldout = [d for d in docs if is_val(d["id"], config.heldout_fraction)]
+    train = (d for d in docs if not is_val(d["id"], config.heldout_fraction))
+    document = train_bpe(training_texts(train, config), config)
     path = write_text(out_dir / "tokenizer.json", json.dumps(document))
     enc = load_tokenizer.__wrapped__(path)
     return Manifest(stage=STAGE, files=[file_entry(path)],
-                    stats={"vocab_size": enc.n_vocab, "merges": len(document["mergeable_ranks"]) - 256})
+                    stats={"vocab_size": enc.n_vocab, "merges": len(document["mergeable_ranks"]) - 256,
+                           "report": tokenizer_report(enc, heldout)})
 
 
 # --- Prefect -------------------------------------------------------------------------------------

@@ -100,6 +100,12 @@ def report_card(m: dict[str, Manifest], data_report: dict, chat_eval: dict, samp
             f"- vocabulary: {m['tokenizer'].stats['vocab_size']} tokens",
             f"- val: {shards['val']['bytes'] / shards['val']['tokens']:.2f} bytes per token; "
             f"train tokens: {shards['train']['tokens']:,}", ""]
+    report = m["tokenizer"].stats.get("report")
+    if report:
+        out += ["Bytes per token on held-out documents (GPT-2 and cl100k only where cached offline):", "",
+                _table([{"lang": lang, **row} for lang, row in report["bytes_per_token"].items()],
+                       ["lang", "documents", "crawl2chat", "gpt2", "cl100k_base"]),
+                "First merges: " + ", ".join(f"`{t!r}`" for t in report["top_merges"]), ""]
     out += ["## Pretraining", "",
             f"- model: {pre['params']:,} parameters, {pre['steps']} steps",
             f"- **val bits per byte: {pre['val_bpb']:.4f}** (unigram model of the same data: "

@@ -109,3 +109,12 @@ def test_any_bytes_have_a_token_sequence(tokenizer_path, data):
     enc = load_tokenizer(tokenizer_path)
     ids = [enc.encode_single_token(bytes([b])) for b in data]
     assert enc.decode_bytes(ids) == data
+
+
+def test_tokenizer_report_on_held_out_documents(docs_parquet, tmp_path):
+    m = bpe.train_tokenizer([docs_parquet], tmp_path, bpe.BpeConfig(vocab_size=400, heldout_fraction=0.2))
+    report = m.stats["report"]
+    en = report["bytes_per_token"]["en"]
+    assert en["documents"] > 0 and en["crawl2chat"] > 2.0  # merges compress well past one byte a token
+    assert set(en) == {"documents", "crawl2chat", "gpt2", "cl100k_base"}
+    assert len(report["top_merges"]) == 20 and all(report["top_merges"])
