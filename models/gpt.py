@@ -57,6 +57,37 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
 
+class SoftcappedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `cap · tanh(logits / cap)`, ignoring targets of -1, in one function.
+
+    Autograd would keep three (B·T × vocab) intermediates for the cap and walk five element-wise
+    passes back through it and the log-softmax; here the capped logits are the only thing kept,
+    and the backward pass is softmax − one-hot times the tanh derivative. On the CPU this is a
+    fifth of a small model's step time. (On the GPU torch.compile fuses the plain expression.)
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.Tensor:
+        capped = torch.div(logits, cap).tanh_().mul_(cap)
+        valid = targets != -1
+        safe = torch.where(valid, targets, torch.zeros_like(targets))
+        logp = torch.log_softmax(capped, dim=-1)
+        picked = logp.gather(-1, safe[:, None]).squeeze(-1)
+        count = valid.sum().clamp(min=1)
+        ctx.save_for_backward(capped, logp, safe, valid, count)
+        ctx.cap = cap
+        return -(picked * valid).sum() / count
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        capped, logp, safe, valid, count = ctx.saved_tensors
+        probs = logp.exp()
+        probs.scatter_add_(-1, safe[:, None], -torch.ones_like(probs[:, :1]))
+        probs.mul_((valid.to(probs.dtype) * (grad / count))[:, None])
+        tanh_grad = torch.div(capped, ctx.cap).square_().neg_().add_(1.0)  # d/dx cap·tanh(x/cap)
+        return probs.mul_(tanh_grad), None, None
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
@@ -65,16 +96,17 @@ class CausalSelfAttention(nn.Module):
         self.head_dim = config.n_embd // config.n_head
         if config.n_head % config.n_kv_head:
             raise ValueError("n_head must be a multiple of n_kv_head")
-        self.c_q = nn.Linear(config.n_embd, self.n_head * self.head_dim, bias=False)
-        self.c_k = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
-        self.c_v = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
+        # Queries, keys and values from one matrix: one larger matmul is faster than three.
+        self.c_qkv = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x, cos, sin, kv_cache=None):
         B, T, _ = x.shape
-        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
-        k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
-        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+        q, k, v = self.c_qkv(x).split([self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
+                                       self.n_kv_head * self.head_dim], dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim)
+        k = k.view(B, T, self.n_kv_head, self.head_dim)
+        v = v.view(B, T, self.n_kv_head, self.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k = rms_norm(q), rms_norm(k)  # QK-norm keeps attention logits bounded
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
@@ -131,7 +163,7 @@ class GPT(nn.Module):
         nn.init.normal_(self.wte.weight, std=1.0)
         nn.init.normal_(self.lm_head.weight, std=0.001)
         for block in self.blocks:
-            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+            for lin in (block.attn.c_qkv, block.mlp.c_fc):
                 nn.init.uniform_(lin.weight, -std * math.sqrt(3), std * math.sqrt(3))
             # Output projections start at zero: each block begins as the identity.
             nn.init.zeros_(block.attn.c_proj.weight)
@@ -167,7 +199,12 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache=None,
                 reduction: str = "mean"):
         """Logits, or with targets the cross-entropy (targets of -1 are ignored)."""
-        logits = self.logits(self.hidden(idx, kv_cache))
+        h = self.hidden(idx, kv_cache)
+        cap = self.config.logit_softcap
+        if targets is not None and reduction == "mean" and cap and not torch.compiler.is_compiling():
+            logits = self.lm_head(h).float()
+            return SoftcappedCrossEntropy.apply(logits.view(-1, logits.size(-1)), targets.reshape(-1), cap)
+        logits = self.logits(h)
         if targets is None:
             return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
