@@ -110,7 +110,8 @@ def report_card(m: dict[str, Manifest], data_report: dict, chat_eval: dict, samp
             f"- model: {pre['params']:,} parameters, {pre['steps']} steps",
             f"- **val bits per byte: {pre['val_bpb']:.4f}** (unigram model of the same data: "
             f"{pre['unigram_bpb']:.4f})",
-            f"- throughput: {m['pretrain'].info.get('tokens_per_s') or 0:,.0f} tokens/s", "",
+            f"- throughput: {m['pretrain'].info.get('tokens_per_s') or 0:,.0f} tokens/s"
+            + (f", MFU {100 * m['pretrain'].info['mfu']:.1f}%" if m["pretrain"].info.get("mfu") else ""), "",
             mermaid_line("Pretraining loss", pre["history"]["train_loss"], "loss"),
             "Samples (temperature 0.8):", ""]
     out += [f"- *{s['prompt']}* → {s['completion']!r}" for s in samples] + [""]

@@ -51,6 +51,19 @@ class PretrainConfig(StageConfig):
     device: str = "auto"
     compile: bool = Field(True, description="torch.compile on CUDA (never on CPU, where it only costs time)")
     bos_aligned: bool = Field(True, description="Every training row starts at a document start")
+    peak_flops: float | None = Field(None, description="Device peak FLOP/s for MFU; default: known GPUs' bf16 "
+                                                       "dense peak, none on CPU")
+
+
+# Dense bf16 peak FLOP/s of the GPUs MFU is usually quoted on (vendor data sheets).
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12}
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
 def model_config(config: PretrainConfig, vocab_size: int) -> GPTConfig:
@@ -129,6 +142,8 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
         return bits_per_byte(model, val_tokens, byte_lengths, config.sequence_len, config.device_batch_size,
                              config.eval_tokens, device)
 
+    peak = config.peak_flops or device_peak_flops(device)
+    flops_per_token = model.flops_per_token()
     t0, tokens_done = time.perf_counter(), 0
     model.train()
     for step in range(start, steps):
@@ -154,10 +169,12 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
                                  optimizer, keep=config.keep_checkpoints)
         if progress is not None:
             elapsed = time.perf_counter() - t0
-            progress({"step": done, "steps": steps, "loss": loss_sum,
-                      "tokens_per_s": tokens_done / elapsed if elapsed else 0.0})
+            tokens_per_s = tokens_done / elapsed if elapsed else 0.0
+            progress({"step": done, "steps": steps, "loss": loss_sum, "tokens_per_s": tokens_per_s,
+                      "mfu": tokens_per_s * flops_per_token / peak if peak else None})
 
     elapsed = time.perf_counter() - t0
+    tokens_per_s = tokens_done / elapsed if elapsed and tokens_done else None
     final = ckpt.latest_checkpoint(run_dir)
     return {
         "checkpoint": str(final),
@@ -166,7 +183,8 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
         "val_bpb": history["val_bpb"][-1][1],
         "unigram_bpb": round(unigram_bits_per_byte(load_tokens(train_paths), val_tokens, byte_lengths), 5),
         "history": history,
-        "tokens_per_s": tokens_done / elapsed if elapsed and tokens_done else None,
+        "tokens_per_s": tokens_per_s,
+        "mfu": tokens_per_s * flops_per_token / peak if tokens_per_s and peak else None,
         "resumed_from": start,
     }
 

@@ -52,7 +52,7 @@ def masked_lm_loss(model, ids_masks: list[tuple[list[int], list[int]]], pad: int
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets[:, :-1].reshape(-1), ignore_index=-1)
 
 
-def checkpoint_manifest(stage: str, result: dict, info_keys: tuple[str, ...] = ("tokens_per_s",)) -> Manifest:
+def checkpoint_manifest(stage: str, result: dict, info_keys: tuple[str, ...] = ("tokens_per_s", "mfu")) -> Manifest:
     """Describe a final checkpoint: its weights file carries the content digest."""
     path = Path(result["checkpoint"])
     info = {k: result[k] for k in (*info_keys, "resumed_from") if k in result}
@@ -79,6 +79,7 @@ def progress_reporter(description: str) -> Callable[[dict], None]:
             last[0] = percent
             update_progress_artifact(artifact, float(percent))
             speed = f" ({p['tokens_per_s']:.0f} tok/s)" if p.get("tokens_per_s") else ""
+            speed += f" MFU {100 * p['mfu']:.1f}%" if p.get("mfu") else ""
             logger.info("%s step %d/%d loss %.4f%s", description, p["step"], p["steps"], p["loss"], speed)
 
     return report

@@ -108,3 +108,11 @@ def test_rlhf_resumes_from_its_last_checkpoint(base_model, tokenizer_path, chat_
     resumed = rlhf.train_rlhf(*args, tmp_path / "resumed", cfg)
     assert resumed["curve"] == full["curve"]
     assert resumed["after"] == full["after"]
+
+
+def test_mfu_is_reported_against_a_given_peak(token_shards, tokenizer_path, tmp_path):
+    train, val = token_shards
+    result = pretrain.train(pretrain.PretrainConfig(steps=3, peak_flops=1e12, **MICRO), tokenizer_path, train, val,
+                            tmp_path)
+    assert 0 < result["mfu"] < 1
+    assert pretrain.device_peak_flops(__import__("torch").device("cpu")) is None
