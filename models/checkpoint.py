@@ -19,7 +19,7 @@ WEIGHTS, META, OPTIMIZER = "model.safetensors", "meta.json", "optimizer.pt"
 
 
 def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, meta: dict,
-                    optimizer: torch.optim.Optimizer | None = None, keep: int = 2) -> Path:
+                    optimizer=None, keep: int = 2) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
@@ -62,7 +62,8 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> None:
     model.load_state_dict(load_file(Path(path) / WEIGHTS))
 
 
-def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
+def load_optimizer(path: str | Path, optimizer) -> None:
+    """Anything with load_state_dict: a torch optimizer or models.optim.OptimizerSet."""
     file = Path(path) / OPTIMIZER
     optimizer.load_state_dict(torch.load(file, weights_only=True))
 

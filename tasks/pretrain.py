@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from pydantic import Field
 
 from models import checkpoint as ckpt
 from models.gpt import GPT, GPTConfig
-from models.optim import lr_multiplier, make_adamw, set_lr
+from models.optim import apply_schedule, lr_multiplier, make_optimizer
 from tasks.bpe import token_byte_lengths
 from tasks.loader import TokenLoader
 from tasks.shards import read_shard, split_files
@@ -39,7 +39,9 @@ class PretrainConfig(StageConfig):
     total_batch_tokens: int | None = Field(None, description="Tokens per optimizer step; default one micro-batch")
     steps: int | None = Field(300, ge=1, description="Optimizer steps; None: from tokens_per_param")
     tokens_per_param: float = Field(20.0, gt=0)
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate (all parameters, or those Muon leaves)")
+    optimizer: Literal["adamw", "muon"] = Field("adamw", description="muon: Muon for the blocks' matrices")
+    muon_lr: float = Field(0.02, gt=0)
     weight_decay: float = 0.0
     warmup_steps: int = 20
     warmdown_frac: float = Field(0.3, ge=0, le=1)
@@ -121,7 +123,7 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     total_batch = config.total_batch_tokens or config.device_batch_size * config.sequence_len
     micro_steps = max(1, total_batch // (config.device_batch_size * config.sequence_len))
     steps = config.steps or max(1, int(config.tokens_per_param * model.num_params() / total_batch))
-    optimizer = make_adamw(model, config.lr, config.weight_decay)
+    optimizer = make_optimizer(model, config.optimizer, config.lr, config.muon_lr, config.weight_decay)
 
     start, history = 0, {"train_loss": [], "val_bpb": []}
     resume = ckpt.latest_checkpoint(run_dir)
@@ -147,7 +149,7 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     t0, tokens_done = time.perf_counter(), 0
     model.train()
     for step in range(start, steps):
-        set_lr(optimizer, config.lr, lr_multiplier(step, steps, config.warmup_steps, config.warmdown_frac))
+        apply_schedule(optimizer, lr_multiplier(step, steps, config.warmup_steps, config.warmdown_frac))
         loss_sum = 0.0
         for _ in range(micro_steps):
             x, y = loader.next_batch()

@@ -130,3 +130,33 @@ def test_fused_softcapped_loss_matches_autograd():
     assert torch.allclose(fused, plain, atol=1e-5)
     assert torch.allclose(g_fused, g_plain, atol=1e-6)
     assert (g_fused[3] == 0).all()
+
+
+def test_newton_schulz_orthogonalizes():
+    from models.optim import orthogonalize
+
+    torch.manual_seed(0)
+    for shape in [(64, 32), (32, 64), (48, 48)]:
+        s = torch.linalg.svdvals(orthogonalize(torch.randn(*shape)))
+        assert 0.5 < s.min() and s.max() < 1.5  # the quintic iteration lands singular values near 1
+
+
+def test_muon_set_steps_and_round_trips_its_state():
+    from models.optim import apply_schedule, make_optimizer
+
+    model = tiny_gpt()
+    opt = make_optimizer(model, "muon", lr=1e-3, muon_lr=0.02)
+    x = torch.randint(0, 300, (2, 16))
+    losses = []
+    for _ in range(5):
+        loss = model(x, x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    apply_schedule(opt, 0.5)
+    assert {g["lr"] for g in opt.param_groups} == {5e-4, 0.01}
+    again = make_optimizer(model, "muon", lr=1e-3)
+    again.load_state_dict(opt.state_dict())
+    assert again.state_dict()["1"]["state"].keys() == opt.state_dict()["1"]["state"].keys()

@@ -28,9 +28,10 @@ def crash_at(step):
     return progress
 
 
-def test_resume_reproduces_the_uninterrupted_run(token_shards, tokenizer_path, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_reproduces_the_uninterrupted_run(token_shards, tokenizer_path, tmp_path, optimizer):
     train, val = token_shards
-    cfg = pretrain.PretrainConfig(steps=10, **MICRO)
+    cfg = pretrain.PretrainConfig(steps=10, optimizer=optimizer, **MICRO)
     full = pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "full")
     with pytest.raises(Crash):
         pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "resumed", crash_at(7))
@@ -48,9 +49,11 @@ def test_keeps_only_the_last_checkpoints(token_shards, tokenizer_path, tmp_path)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000009", "step-000010"]
 
 
-def test_base_model_beats_the_unigram_baseline(token_shards, tokenizer_path, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_base_model_beats_the_unigram_baseline(token_shards, tokenizer_path, tmp_path, optimizer):
     train, val = token_shards
-    result = pretrain.train(pretrain.PretrainConfig(steps=60, **MICRO), tokenizer_path, train, val, tmp_path)
+    result = pretrain.train(pretrain.PretrainConfig(steps=60, optimizer=optimizer, **MICRO), tokenizer_path,
+                            train, val, tmp_path)
     assert result["val_bpb"] < 0.8 * result["unigram_bpb"]
 
 
