@@ -8,14 +8,20 @@ config never resumes from another run's weights.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from pydantic import Field
+from torch.nn.parallel import DistributedDataParallel
 
 from models import checkpoint as ckpt
 from models.gpt import GPT, GPTConfig
@@ -23,7 +29,7 @@ from models.optim import apply_schedule, lr_multiplier, make_optimizer
 from tasks.bpe import token_byte_lengths
 from tasks.loader import TokenLoader
 from tasks.shards import read_shard, split_files
-from tasks.store import Manifest, StageConfig, stage_dir
+from tasks.store import Manifest, StageConfig, stage_dir, write_json
 from tasks.tokenize import load_tokenizer
 from tasks.training import checkpoint_manifest
 
@@ -53,6 +59,9 @@ class PretrainConfig(StageConfig):
     device: str = "auto"
     compile: bool = Field(True, description="torch.compile on CUDA (never on CPU, where it only costs time)")
     bos_aligned: bool = Field(True, description="Every training row starts at a document start")
+    nproc: int = Field(1, ge=1, description="Processes per node; more than 1 launches torchrun (DDP)")
+    nnodes: int = Field(1, ge=1, description="Nodes, for multi-node torchrun")
+    rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous, for multi-node torchrun")
     peak_flops: float | None = Field(None, description="Device peak FLOP/s for MFU; default: known GPUs' bf16 "
                                                        "dense peak, none on CPU")
 
@@ -110,18 +119,31 @@ def unigram_bits_per_byte(train: np.ndarray, val: np.ndarray, byte_lengths: np.n
 
 def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], val_paths: list[str],
           run_dir: Path, progress: Callable[[dict], None] | None = None) -> dict:
-    """Train (or resume) and return the final checkpoint path and metrics."""
+    """Train (or resume) and return the final checkpoint path and metrics.
+
+    Under torchrun (RANK and WORLD_SIZE set) every process runs this with its own share of each
+    step's rows; gradients are averaged by DDP (gloo on CPU, NCCL on GPU); rank 0 alone evaluates
+    and writes checkpoints, and its result is the run's.
+    """
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo")
     torch.manual_seed(config.seed)
     device = ckpt.pick_device(config.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
     enc = load_tokenizer(tokenizer_path)
     byte_lengths = token_byte_lengths(enc)
-    loader = TokenLoader(train_paths, config.device_batch_size, config.sequence_len, bos_aligned=config.bos_aligned)
+    loader = TokenLoader(train_paths, config.device_batch_size, config.sequence_len, rank=rank, world_size=world,
+                         bos_aligned=config.bos_aligned)
     val_tokens = load_tokens(val_paths)
 
     gpt_config = model_config(config, enc.n_vocab)
     model = GPT(gpt_config).to(device)
-    total_batch = config.total_batch_tokens or config.device_batch_size * config.sequence_len
-    micro_steps = max(1, total_batch // (config.device_batch_size * config.sequence_len))
+    rows_per_micro_step = config.device_batch_size * config.sequence_len * world
+    total_batch = config.total_batch_tokens or rows_per_micro_step
+    micro_steps = max(1, total_batch // rows_per_micro_step)
     steps = config.steps or max(1, int(config.tokens_per_param * model.num_params() / total_batch))
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.muon_lr, config.weight_decay)
 
@@ -137,7 +159,8 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
 
     use_cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
-    step_model = torch.compile(model) if use_cuda and config.compile else model
+    step_model = DistributedDataParallel(model) if world > 1 else model
+    step_model = torch.compile(step_model) if use_cuda and config.compile else step_model
     meta_base = {"model": gpt_config.to_dict(), "config": config.model_dump(mode="json"), "steps": steps}
 
     def evaluate() -> float:
@@ -156,20 +179,24 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
             with autocast:
                 loss = step_model(x.to(device), y.to(device)) / micro_steps
             loss.backward()
-            loss_sum += loss.item()
+            loss_sum += loss.detach()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens_done += micro_steps * config.device_batch_size * config.sequence_len
+        if world > 1:  # the logged loss is the global batch's, as a single process would log it
+            dist.all_reduce(loss_sum)
+            loss_sum /= world
+        loss_sum = loss_sum.item()
+        tokens_done += micro_steps * rows_per_micro_step
         history["train_loss"].append([step + 1, round(loss_sum, 5)])
         done = step + 1
-        if done % config.eval_every == 0 or done == steps:
+        if rank == 0 and (done % config.eval_every == 0 or done == steps):
             history["val_bpb"].append([done, round(evaluate(), 5)])
-        if done % config.checkpoint_every == 0 or done == steps:
+        if rank == 0 and (done % config.checkpoint_every == 0 or done == steps):
             ckpt.save_checkpoint(run_dir, done, model,
                                  {**meta_base, "history": history, "data_position": loader.state(),
                                   "rng": torch.get_rng_state().tolist()},
                                  optimizer, keep=config.keep_checkpoints)
-        if progress is not None:
+        if progress is not None and rank == 0:
             elapsed = time.perf_counter() - t0
             tokens_per_s = tokens_done / elapsed if elapsed else 0.0
             progress({"step": done, "steps": steps, "loss": loss_sum, "tokens_per_s": tokens_per_s,
@@ -177,6 +204,10 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
 
     elapsed = time.perf_counter() - t0
     tokens_per_s = tokens_done / elapsed if elapsed and tokens_done else None
+    if world > 1:
+        dist.barrier()  # rank 0's last checkpoint is written before anyone reads it
+    if rank != 0:
+        return {"rank": rank}  # the run's result is rank 0's
     final = ckpt.latest_checkpoint(run_dir)
     return {
         "checkpoint": str(final),
@@ -191,6 +222,41 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     }
 
 
+def train_distributed(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], val_paths: list[str],
+                      run_dir: Path) -> dict:
+    """Run `train` under torchrun with `config.nproc` processes per node; return rank 0's result.
+
+    torchrun is started with an argument list (no shell), its processes run this module, and rank 0
+    writes its result to a file that is read back here.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job = run_dir / "torchrun-job.json"
+    result_file = run_dir / "torchrun-result.json"
+    result_file.unlink(missing_ok=True)
+    write_json(job, {"config": config.model_dump(mode="json"), "tokenizer_path": tokenizer_path,
+                     "train_paths": train_paths, "val_paths": val_paths, "run_dir": str(run_dir),
+                     "result": str(result_file)})
+    rendezvous = (["--nnodes", str(config.nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", config.rdzv_endpoint]
+                  if config.rdzv_endpoint else ["--standalone"])
+    cmd = [sys.executable, "-m", "torch.distributed.run", *rendezvous, "--nproc-per-node", str(config.nproc),
+           "-m", "tasks.pretrain", str(job)]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    if proc.returncode != 0 or not result_file.exists():
+        raise RuntimeError(f"torchrun pretraining failed with exit code {proc.returncode}")
+    return json.loads(result_file.read_text())
+
+
+def _torchrun_worker(job_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    result = train(PretrainConfig(**job["config"]), job["tokenizer_path"], job["train_paths"], job["val_paths"],
+                   Path(job["run_dir"]))
+    if int(os.environ.get("RANK", 0)) == 0:
+        write_json(job["result"], result)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+
 # --- Prefect -------------------------------------------------------------------------------------
 from tasks.caching import input_key, stage_task  # noqa: E402
 from tasks.training import progress_reporter  # noqa: E402
@@ -200,6 +266,11 @@ from tasks.training import progress_reporter  # noqa: E402
             packages=("torch",))
 def pretrain_task(shards: Manifest, tokenizer: Manifest, work_dir: str, config: PretrainConfig) -> Manifest:
     run_dir = stage_dir(work_dir, STAGE, input_key(shards, tokenizer, config))
-    result = train(config, tokenizer.files[0].path, split_files(shards, "train"), split_files(shards, "val"),
-                   run_dir, progress_reporter("pretraining"))
+    args = (config, tokenizer.files[0].path, split_files(shards, "train"), split_files(shards, "val"), run_dir)
+    result = train_distributed(*args) if config.nproc * config.nnodes > 1 else \
+        train(*args, progress_reporter("pretraining"))
     return checkpoint_manifest(STAGE, result)
+
+
+if __name__ == "__main__":  # a torchrun worker (see train_distributed)
+    _torchrun_worker(sys.argv[1])

@@ -119,3 +119,16 @@ def test_mfu_is_reported_against_a_given_peak(token_shards, tokenizer_path, tmp_
                             tmp_path)
     assert 0 < result["mfu"] < 1
     assert pretrain.device_peak_flops(__import__("torch").device("cpu")) is None
+
+
+def test_two_processes_match_one_at_the_same_global_batch(token_shards, tokenizer_path, tmp_path):
+    """DDP under torchrun on the CPU (gloo): 2 processes × 2 rows give the loss curve of 1 × 4 rows."""
+    train, val = token_shards
+    base = {**MICRO, "device_batch_size": 4, "steps": 6, "checkpoint_every": 6, "eval_every": 6}
+    single = pretrain.train(pretrain.PretrainConfig(**base), tokenizer_path, train, val, tmp_path / "one")
+    ddp = pretrain.train_distributed(pretrain.PretrainConfig(**{**base, "device_batch_size": 2, "nproc": 2}),
+                                     tokenizer_path, train, val, tmp_path / "two")
+    one_curve = [loss for _, loss in single["history"]["train_loss"]]
+    two_curve = [loss for _, loss in ddp["history"]["train_loss"]]
+    assert two_curve == pytest.approx(one_curve, rel=1e-4)
+    assert ddp["val_bpb"] == pytest.approx(single["val_bpb"], rel=1e-4)
