@@ -58,7 +58,10 @@ class PretrainConfig(StageConfig):
     seed: int = 42
     device: str = "auto"
     compile: bool = Field(True, description="torch.compile on CUDA (never on CPU, where it only costs time)")
-    bos_aligned: bool = Field(True, description="Every training row starts at a document start")
+    # Off by default: rows start at documents only by cropping the tail of any document longer
+    # than a row, which suits long contexts (2048 tokens) but, at the tiny preset's 128, dropped
+    # most of each document and raised val bits/byte from 0.236 to 0.357.
+    bos_aligned: bool = Field(False, description="Every training row starts at a document start (crops long docs)")
     nproc: int = Field(1, ge=1, description="Processes per node; more than 1 launches torchrun (DDP)")
     nnodes: int = Field(1, ge=1, description="Nodes, for multi-node torchrun")
     rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous, for multi-node torchrun")
