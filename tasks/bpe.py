@@ -116,10 +116,17 @@ def tokenizer_report(enc: tiktoken.Encoding, heldout: list[dict], top_merges: in
 def train_tokenizer(doc_paths: list[str], out_dir: Path, config: BpeConfig) -> Manifest:
     """Train on all but the held-out documents (the same hash as the shards' val split), then
     report on those."""
-    docs = [row for p in doc_paths for row in read_rows(p)]
-    heldout = [d for d in docs if is_val(d["id"], config.heldout_fraction)]
-    train = (d for d in docs if not is_val(d["id"], config.heldout_fraction))
-    document = train_bpe(training_texts(train, config), config)
+    heldout: list[dict] = []
+
+    def train_docs():  # streamed one shard at a time; held-out documents are set aside on the way
+        for path in doc_paths:
+            for doc in read_rows(path):
+                if is_val(doc["id"], config.heldout_fraction):
+                    heldout.append(doc)
+                else:
+                    yield doc
+
+    document = train_bpe(training_texts(train_docs(), config), config)
     path = write_text(out_dir / "tokenizer.json", json.dumps(document))
     enc = load_tokenizer.__wrapped__(path)
     return Manifest(stage=STAGE, files=[file_entry(path)],

@@ -118,3 +118,15 @@ def test_tokenizer_report_on_held_out_documents(docs_parquet, tmp_path):
     assert en["documents"] > 0 and en["crawl2chat"] > 2.0  # merges compress well past one byte a token
     assert set(en) == {"documents", "crawl2chat", "gpt2", "cl100k_base"}
     assert len(report["top_merges"]) == 20 and all(report["top_merges"])
+
+
+def test_held_out_documents_are_not_trained_on(docs_parquet, tmp_path, monkeypatch):
+    seen = []
+    real = bpe.train_bpe
+    monkeypatch.setattr(bpe, "train_bpe", lambda texts, config: real(seen.extend(texts) or seen, config))
+    bpe.train_tokenizer([docs_parquet], tmp_path, bpe.BpeConfig(vocab_size=300, heldout_fraction=0.3))
+    from tasks.store import read_rows
+
+    rows = read_rows(docs_parquet)
+    assert any(is_val(d["id"], 0.3) for d in rows)
+    assert seen == [d["text"] for d in rows if not is_val(d["id"], 0.3)]
