@@ -81,9 +81,6 @@ class Manifest(BaseModel):
         )
         return hashlib.sha256(payload.encode()).hexdigest()
 
-    def paths(self) -> list[Path]:
-        return [Path(f.path) for f in self.files]
-
     @property
     def rows(self) -> int:
         return sum(f.rows for f in self.files)
@@ -145,13 +142,6 @@ def write_table(path: str | Path, rows: list[dict], schema: pa.Schema) -> FileEn
 
 def read_rows(path: str | Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
-
-
-def read_manifest_rows(manifest: Manifest) -> list[dict]:
-    rows: list[dict] = []
-    for p in manifest.paths():
-        rows.extend(read_rows(p))
-    return rows
 
 
 def stage_dir(work_dir: str | Path, stage: str, key: str) -> Path:
