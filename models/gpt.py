@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.fused import MAX_SOFTCAP, apply_rotary, relu_squared, rms_norm, softcapped_linear_cross_entropy
+
 
 @dataclass
 class GPTConfig:
@@ -37,55 +39,18 @@ class GPTConfig:
         return cls(vocab_size=vocab_size, sequence_len=sequence_len, n_layer=depth, n_embd=n_embd,
                    n_head=n_head, n_kv_head=overrides.pop("n_kv_head", n_head), **overrides)
 
+    def __post_init__(self):
+        if not 0 <= self.logit_softcap <= MAX_SOFTCAP:
+            raise ValueError(f"logit_softcap must be 0 (off) or at most {MAX_SOFTCAP}, got {self.logit_softcap}")
+
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def rms_norm(x: torch.Tensor) -> torch.Tensor:
-    return F.rms_norm(x, (x.size(-1),))
 
 
 def rotary_tables(seq_len: int, head_dim: int, base: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
     return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]  # (1, T, 1, D/2)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    d = x.shape[-1] // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
-
-
-class SoftcappedCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of `cap · tanh(logits / cap)`, ignoring targets of -1, in one function.
-
-    Autograd would keep three (B·T × vocab) intermediates for the cap and walk five element-wise
-    passes back through it and the log-softmax; here the capped logits are the only thing kept,
-    and the backward pass is softmax − one-hot times the tanh derivative. On the CPU this is a
-    fifth of a small model's step time. (On the GPU torch.compile fuses the plain expression.)
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.Tensor:
-        capped = torch.div(logits, cap).tanh_().mul_(cap)
-        valid = targets != -1
-        safe = torch.where(valid, targets, torch.zeros_like(targets))
-        logp = torch.log_softmax(capped, dim=-1)
-        picked = logp.gather(-1, safe[:, None]).squeeze(-1)
-        count = valid.sum().clamp(min=1)
-        ctx.save_for_backward(capped, logp, safe, valid, count)
-        ctx.cap = cap
-        return -(picked * valid).sum() / count
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        capped, logp, safe, valid, count = ctx.saved_tensors
-        probs = logp.exp()
-        probs.scatter_add_(-1, safe[:, None], -torch.ones_like(probs[:, :1]))
-        probs.mul_((valid.to(probs.dtype) * (grad / count))[:, None])
-        tanh_grad = torch.div(capped, ctx.cap).square_().neg_().add_(1.0)  # d/dx cap·tanh(x/cap)
-        return probs.mul_(tanh_grad), None, None
 
 
 class CausalSelfAttention(nn.Module):
@@ -130,7 +95,8 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x):
-        return self.c_proj(F.relu(self.c_fc(x)).square())
+        h = self.c_fc(x)
+        return self.c_proj(relu_squared(h))
 
 
 class Block(nn.Module):
@@ -202,8 +168,8 @@ class GPT(nn.Module):
         h = self.hidden(idx, kv_cache)
         cap = self.config.logit_softcap
         if targets is not None and reduction == "mean" and cap and not torch.compiler.is_compiling():
-            logits = self.lm_head(h).float()
-            return SoftcappedCrossEntropy.apply(logits.view(-1, logits.size(-1)), targets.reshape(-1), cap)
+            return softcapped_linear_cross_entropy(h.view(-1, h.size(-1)), self.lm_head.weight, targets.reshape(-1),
+                                                   cap)
         logits = self.logits(h)
         if targets is None:
             return logits

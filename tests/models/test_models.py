@@ -116,20 +116,51 @@ def test_reward_model_scores_and_bradley_terry_loss():
                                                                                                 torch.tensor([2.0]))
 
 
-def test_fused_softcapped_loss_matches_autograd():
+@pytest.mark.parametrize("cap", [15.0, 50.0])
+def test_fused_softcapped_loss_matches_autograd(monkeypatch, cap):
+    import models.fused as fused
+
+    monkeypatch.setattr(fused, "_BLOCK_BYTES", 5 * 4 * 50)  # blocks of 5 rows: 12 rows cross three blocks
     torch.manual_seed(0)
-    logits = (torch.randn(12, 50) * 20).requires_grad_()
+    h = torch.randn(12, 8, requires_grad=True)
+    w = (torch.randn(50, 8) * 5).requires_grad_()
     targets = torch.randint(0, 50, (12,))
     targets[3] = -1  # ignored
-    from models.gpt import SoftcappedCrossEntropy
+    loss = fused.softcapped_linear_cross_entropy(h, w, targets, cap) * 3.0  # an upstream scale
+    grads = torch.autograd.grad(loss, (h, w))
+    plain = 3.0 * torch.nn.functional.cross_entropy(cap * torch.tanh(h @ w.T / cap), targets, ignore_index=-1)
+    plain_grads = torch.autograd.grad(plain, (h, w))
+    assert torch.allclose(loss, plain, atol=1e-5)
+    for a, b in zip(grads, plain_grads):
+        assert torch.allclose(a, b, atol=1e-5)
+    with torch.no_grad():  # loss only: the same value
+        assert torch.allclose(fused.softcapped_linear_cross_entropy(h, w, targets, cap) * 3.0, plain)
+    h_grad = torch.autograd.grad(fused.softcapped_linear_cross_entropy(h, w, targets, cap), h)[0]
+    assert (h_grad[3] == 0).all()  # the ignored row gets no gradient
 
-    fused = SoftcappedCrossEntropy.apply(logits, targets, 15.0)
-    (g_fused,) = torch.autograd.grad(fused, logits)
-    plain = torch.nn.functional.cross_entropy(15.0 * torch.tanh(logits / 15.0), targets, ignore_index=-1)
-    (g_plain,) = torch.autograd.grad(plain, logits)
-    assert torch.allclose(fused, plain, atol=1e-5)
-    assert torch.allclose(g_fused, g_plain, atol=1e-6)
-    assert (g_fused[3] == 0).all()
+
+def test_fused_element_wise_functions_match_autograd():
+    import torch.nn.functional as F
+
+    from models.fused import apply_rotary, relu_squared, rms_norm
+    from models.gpt import rotary_tables
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, 8, dtype=torch.float64, requires_grad=True)
+    cos, sin = (t[:, :5].double() for t in rotary_tables(5, 8, 10000.0))
+
+    def plain_rotary(x):
+        x1, x2 = x[..., :4], x[..., 4:]
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+    cases = [(rms_norm, lambda x: F.rms_norm(x, (x.size(-1),))), (relu_squared, lambda x: torch.relu(x).square()),
+             (lambda x: apply_rotary(x, cos, sin), plain_rotary)]
+    upstream = torch.randn_like(x)
+    for fused, plain in cases:
+        assert torch.allclose(fused(x), plain(x))
+        assert torch.allclose(torch.autograd.grad(fused(x), x, upstream)[0],
+                              torch.autograd.grad(plain(x), x, upstream)[0])
+        assert torch.autograd.gradcheck(fused, (x,))
 
 
 def test_newton_schulz_orthogonalizes():
