@@ -20,10 +20,9 @@ from tasks.rlhf import is_correct
 from tasks.store import Manifest, StageConfig, atomic_path, file_entry, stage_dir, write_text
 from tasks.synthetic_chat import chat_file, read_jsonl
 from tasks.tokenize import load_tokenizer
-from tasks.training import checkpoint_dir
+from tasks.training import BASE_PROMPTS, MODEL_MODULES, base_samples, checkpoint_dir
 
 STAGE = "evaluate"
-BASE_PROMPTS = ["The town of", "Mara Quill is", "People in Velmora like"]
 
 
 class EvalConfig(StageConfig):
@@ -50,18 +49,6 @@ def chat_accuracy(model, chat: ChatTokens, rows: list[dict], max_tokens: int) ->
     total = [x for v in per_skill.values() for x in v]
     return {"accuracy": accuracy, "overall": round(sum(total) / max(1, len(total)), 3),
             "stop_rate": round(stopped / max(1, len(rows)), 3), "examples": examples}
-
-
-@torch.no_grad()
-def base_samples(model, enc, max_tokens: int) -> list[dict]:
-    specials = {enc.encode_single_token(s) for s in enc.special_tokens_set}
-    bos = enc.encode_single_token("<|bos|>")
-    out = []
-    for i, prompt in enumerate(BASE_PROMPTS):
-        ids = [bos] + enc.encode_ordinary(prompt)
-        sample = generate(model, ids, max_tokens=max_tokens, temperature=0.8, top_k=50, seed=i, stop={bos})[0]
-        out.append({"prompt": prompt, "completion": enc.decode([t for t in sample.tokens if t not in specials])})
-    return out
 
 
 def mermaid_line(title: str, points: list[list[float]], y_label: str, max_points: int = 40) -> str:
@@ -173,7 +160,7 @@ def evaluate(manifests: dict[str, Manifest], config: EvalConfig, out_dir: Path) 
     rows = read_jsonl(chat_file(manifests["chat_data"], "rl_heldout"))[:config.max_prompts]
     chat_eval = {name: chat_accuracy(ckpt.load_gpt(checkpoint_dir(manifests[name]), device), chat, rows,
                                      config.max_reply_tokens) for name in ("sft", "rlhf")}
-    samples = base_samples(ckpt.load_gpt(checkpoint_dir(manifests["pretrain"]), device), enc,
+    samples = base_samples(ckpt.load_gpt(checkpoint_dir(manifests["pretrain"]), device), enc, BASE_PROMPTS,
                            config.base_sample_tokens)
     data_report = json.loads(Path(manifests["accounting"].files[0].path).read_text())
     plots = plot_curves(manifests, out_dir)
@@ -188,7 +175,8 @@ def evaluate(manifests: dict[str, Manifest], config: EvalConfig, out_dir: Path) 
 from tasks.caching import input_key, stage_task  # noqa: E402
 
 
-@stage_task("evaluate", "models.engine", "models.chat", "tasks.rlhf", packages=("torch", "tiktoken"))
+@stage_task("evaluate", *MODEL_MODULES, "models.chat", "tasks.rlhf", "tasks.training",
+            packages=("torch", "tiktoken"))
 def evaluate_task(manifests: dict[str, Manifest], work_dir: str, config: EvalConfig) -> Manifest:
     path, stats = evaluate(manifests, config, stage_dir(work_dir, STAGE, input_key(manifests, config)))
     plots = sorted(path.parent.glob("*.png"))

@@ -28,10 +28,11 @@ from models.gpt import GPT, GPTConfig
 from models.optim import apply_schedule, lr_multiplier, make_optimizer
 from tasks.bpe import token_byte_lengths
 from tasks.loader import TokenLoader
+from tasks.runlog import RunLog, empty_history
 from tasks.shards import read_shard, split_files
 from tasks.store import Manifest, StageConfig, stage_dir, write_json
 from tasks.tokenize import load_tokenizer
-from tasks.training import checkpoint_manifest
+from tasks.training import BASE_PROMPTS, Precision, Switch, autocast, base_samples, maybe_compile
 
 STAGE = "pretrain"
 
@@ -57,7 +58,9 @@ class PretrainConfig(StageConfig):
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = 42
     device: str = "auto"
-    compile: bool = Field(True, description="torch.compile on CUDA (never on CPU, where it only costs time)")
+    precision: Precision = Field("auto", description="Autocast dtype; auto: bfloat16 on GPUs with it, else float32")
+    compile: Switch = Field("auto", description="torch.compile; auto: on CUDA only (on the CPU it costs time)")
+    compile_backend: str = Field("inductor", description="torch.compile backend")
     # Off by default: rows start at documents only by cropping the tail of any document longer
     # than a row, which suits long contexts (2048 tokens) but, at the tiny preset's 128, dropped
     # most of each document and raised val bits/byte from 0.236 to 0.357.
@@ -67,6 +70,10 @@ class PretrainConfig(StageConfig):
     rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous, for multi-node torchrun")
     peak_flops: float | None = Field(None, description="Device peak FLOP/s for MFU; default: known GPUs' bf16 "
                                                        "dense peak, none on CPU")
+    sample_prompts: list[str] = Field(default_factory=lambda: list(BASE_PROMPTS),
+                                      description="Prompts the model continues at every evaluation")
+    sample_tokens: int = Field(32, ge=1)
+    tensorboard: bool = Field(False, description="Also write TensorBoard events to <run dir>/tensorboard")
 
 
 # Dense bf16 peak FLOP/s of the GPUs MFU is usually quoted on (vendor data sheets).
@@ -150,7 +157,7 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     steps = config.steps or max(1, int(config.tokens_per_param * model.num_params() / total_batch))
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.muon_lr, config.weight_decay)
 
-    start, history = 0, {"train_loss": [], "val_bpb": []}
+    start, history = 0, empty_history()
     resume = ckpt.latest_checkpoint(run_dir)
     if resume is not None:
         ckpt.load_weights(resume, model)
@@ -159,27 +166,31 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
         start, history = meta["step"], meta["history"]
         loader.load_state(meta["data_position"])
         torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
+    log = RunLog(history, steps, progress if rank == 0 else None,
+                 run_dir / "tensorboard" if config.tensorboard and rank == 0 else None, resumed_at=start)
 
-    use_cuda = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
+    precision = autocast(device, config.precision)
     step_model = DistributedDataParallel(model) if world > 1 else model
-    step_model = torch.compile(step_model) if use_cuda and config.compile else step_model
+    step_model = maybe_compile(step_model, device, config.compile, config.compile_backend)
     meta_base = {"model": gpt_config.to_dict(), "config": config.model_dump(mode="json"), "steps": steps}
 
-    def evaluate() -> float:
-        return bits_per_byte(model, val_tokens, byte_lengths, config.sequence_len, config.device_batch_size,
-                             config.eval_tokens, device)
+    def evaluate_and_sample(step: int) -> None:
+        log.val_bpb(step, bits_per_byte(model, val_tokens, byte_lengths, config.sequence_len,
+                                        config.device_batch_size, config.eval_tokens, device))
+        log.samples(step, base_samples(model, enc, config.sample_prompts, config.sample_tokens, seed=step))
+        model.train()
 
     peak = config.peak_flops or device_peak_flops(device)
     flops_per_token = model.flops_per_token()
     t0, tokens_done = time.perf_counter(), 0
     model.train()
     for step in range(start, steps):
-        apply_schedule(optimizer, lr_multiplier(step, steps, config.warmup_steps, config.warmdown_frac))
+        multiplier = lr_multiplier(step, steps, config.warmup_steps, config.warmdown_frac)
+        apply_schedule(optimizer, multiplier)
         loss_sum = 0.0
         for _ in range(micro_steps):
             x, y = loader.next_batch()
-            with autocast:
+            with precision:
                 loss = step_model(x.to(device), y.to(device)) / micro_steps
             loss.backward()
             loss_sum += loss.detach()
@@ -190,20 +201,20 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
             loss_sum /= world
         loss_sum = loss_sum.item()
         tokens_done += micro_steps * rows_per_micro_step
-        history["train_loss"].append([step + 1, round(loss_sum, 5)])
         done = step + 1
+        log.loss(done, loss_sum, multiplier)
         if rank == 0 and (done % config.eval_every == 0 or done == steps):
-            history["val_bpb"].append([done, round(evaluate(), 5)])
+            evaluate_and_sample(done)
         if rank == 0 and (done % config.checkpoint_every == 0 or done == steps):
             ckpt.save_checkpoint(run_dir, done, model,
-                                 {**meta_base, "history": history, "data_position": loader.state(),
+                                 {**meta_base, "history": log.history, "data_position": loader.state(),
                                   "rng": torch.get_rng_state().tolist()},
                                  optimizer, keep=config.keep_checkpoints)
-        if progress is not None and rank == 0:
-            elapsed = time.perf_counter() - t0
-            tokens_per_s = tokens_done / elapsed if elapsed else 0.0
-            progress({"step": done, "steps": steps, "loss": loss_sum, "tokens_per_s": tokens_per_s,
-                      "mfu": tokens_per_s * flops_per_token / peak if peak else None})
+        elapsed = time.perf_counter() - t0
+        tokens_per_s = tokens_done / elapsed if elapsed else 0.0
+        log.speed(done, loss_sum, tokens_per_s, tokens_per_s * flops_per_token / peak if peak else None)
+    log.close()
+    history = log.history
 
     elapsed = time.perf_counter() - t0
     tokens_per_s = tokens_done / elapsed if elapsed and tokens_done else None
@@ -262,11 +273,11 @@ def _torchrun_worker(job_path: str) -> None:
 
 # --- Prefect -------------------------------------------------------------------------------------
 from tasks.caching import input_key, stage_task  # noqa: E402
-from tasks.training import progress_reporter  # noqa: E402
+from tasks.training import MODEL_MODULES, checkpoint_manifest, progress_reporter  # noqa: E402
 
 
-@stage_task("pretrain", "models.gpt", "models.optim", "models.checkpoint", "tasks.bpe", "tasks.shards", "tasks.loader",
-            packages=("torch",))
+@stage_task("pretrain", *MODEL_MODULES, "tasks.bpe", "tasks.shards", "tasks.loader", "tasks.training",
+            "tasks.runlog", packages=("torch", "tiktoken"))
 def pretrain_task(shards: Manifest, tokenizer: Manifest, work_dir: str, config: PretrainConfig) -> Manifest:
     run_dir = stage_dir(work_dir, STAGE, input_key(shards, tokenizer, config))
     args = (config, tokenizer.files[0].path, split_files(shards, "train"), split_files(shards, "val"), run_dir)

@@ -16,7 +16,7 @@ from models.reward import RewardModel, bradley_terry_loss
 from tasks.store import Manifest, StageConfig, stage_dir
 from tasks.synthetic_chat import chat_file, read_jsonl
 from tasks.tokenize import load_tokenizer
-from tasks.training import checkpoint_dir, checkpoint_manifest, pad_rows
+from tasks.training import MODEL_MODULES, checkpoint_dir, checkpoint_manifest, pad_rows
 
 STAGE = "reward"
 
@@ -96,7 +96,7 @@ def train_reward_model(sft_dir: Path, tokenizer_path: str, train_rows: list[dict
 from tasks.caching import input_key, stage_task  # noqa: E402
 
 
-@stage_task("reward-model", "models.reward", "models.chat", "models.gpt", "models.optim", "tasks.training",
+@stage_task("reward-model", *MODEL_MODULES, "models.reward", "models.chat", "tasks.training",
             packages=("torch", "tiktoken"))
 def reward_task(sft: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str,
                 config: RewardConfig) -> Manifest:

@@ -128,10 +128,10 @@ def train_rlhf(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows:
 
 # --- Prefect -------------------------------------------------------------------------------------
 from tasks.caching import input_key, stage_task  # noqa: E402
-from tasks.training import progress_reporter  # noqa: E402
+from tasks.training import MODEL_MODULES, progress_reporter  # noqa: E402
 
 
-@stage_task("rlhf", "models.engine", "models.chat", "models.gpt", "models.reward", "tasks.reward",
+@stage_task("rlhf", *MODEL_MODULES, "models.chat", "models.reward", "tasks.reward",
             "tasks.training", packages=("torch", "tiktoken"))
 def rlhf_task(sft: Manifest, reward: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str,
               config: RlhfConfig) -> Manifest:

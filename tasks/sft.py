@@ -19,7 +19,7 @@ from models.optim import lr_multiplier, make_adamw, set_lr
 from tasks.store import Manifest, StageConfig, stage_dir
 from tasks.synthetic_chat import chat_file, read_jsonl
 from tasks.tokenize import load_tokenizer
-from tasks.training import checkpoint_dir, checkpoint_manifest, masked_lm_loss
+from tasks.training import MODEL_MODULES, checkpoint_dir, checkpoint_manifest, masked_lm_loss
 
 STAGE = "sft"
 
@@ -85,7 +85,7 @@ def finetune(base_dir: Path, tokenizer_path: str, train_rows: list[dict], heldou
 from tasks.caching import input_key, stage_task  # noqa: E402
 
 
-@stage_task("sft", "models.chat", "models.engine", "models.gpt", "models.optim", "tasks.training",
+@stage_task("sft", *MODEL_MODULES, "models.chat", "tasks.training",
             packages=("torch", "tiktoken"))
 def sft_task(base: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str, config: SftConfig) -> Manifest:
     out_dir = stage_dir(work_dir, STAGE, input_key(base, tokenizer, chat_data, config))

@@ -1,16 +1,65 @@
 """What the training stages share: describing a checkpoint as a manifest, batching token rows,
-and the masked losses and log-probabilities of replies."""
+the masked losses and log-probabilities of replies, precision and compilation, and base-model
+samples."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
-import torch.nn.functional as F
 
 from models import checkpoint as ckpt
+from models.engine import generate
 from tasks.store import Manifest, file_entry
+
+# The model code every training stage runs: part of their cache keys.
+MODEL_MODULES = ("models.gpt", "models.fused", "models.optim", "models.checkpoint", "models.engine")
+
+# Continuations the base model writes during pretraining and in the report card.
+BASE_PROMPTS = ["The town of", "Mara Quill is", "People in Velmora like"]
+
+Precision = Literal["auto", "bfloat16", "float32"]
+Switch = Literal["auto", "on", "off"]
+
+
+def autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype:
+    """auto: bfloat16 on GPUs that have it, float32 elsewhere (CPU matmuls gain nothing from it)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, precision)
+
+
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass: weights and optimizer state stay float32."""
+    dtype = autocast_dtype(device, precision)
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def maybe_compile(model: torch.nn.Module, device: torch.device, switch: Switch, backend: str) -> torch.nn.Module:
+    """torch.compile when asked, or by default on CUDA; on the CPU it costs more than it saves
+    for small models, but can be switched on (the tests do, with a backend that needs no compiler)."""
+    if switch == "on" or (switch == "auto" and device.type == "cuda"):
+        return torch.compile(model, backend=backend)
+    return model
+
+
+@torch.no_grad()
+def base_samples(model, enc, prompts: list[str], max_tokens: int, seed: int = 0) -> list[dict]:
+    """One sampled continuation per prompt, from <|bos|>; sampling uses its own generator, so the
+    global RNG (and with it a resumed run) is untouched."""
+    specials = {enc.encode_single_token(s) for s in enc.special_tokens_set}
+    bos = enc.encode_single_token("<|bos|>")
+    out = []
+    for i, prompt in enumerate(prompts):
+        ids = [bos] + enc.encode_ordinary(prompt)
+        sample = generate(model, ids, max_tokens=max_tokens, temperature=0.8, top_k=50, seed=seed + i,
+                          stop={bos})[0]
+        out.append({"prompt": prompt, "completion": enc.decode([t for t in sample.tokens if t not in specials])})
+    return out
 
 
 def checkpoint_dir(manifest: Manifest) -> Path:
@@ -48,8 +97,7 @@ def masked_lm_loss(model, ids_masks: list[tuple[list[int], list[int]]], pad: int
         t = torch.tensor(ids[1:], device=device)
         m = torch.tensor(mask[1:], device=device, dtype=torch.bool)
         targets[i, :len(ids) - 1] = torch.where(m, t, torch.full_like(t, -1))
-    logits = model(x[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets[:, :-1].reshape(-1), ignore_index=-1)
+    return model(x[:, :-1], targets[:, :-1])  # mean cross-entropy over the targets not -1
 
 
 def checkpoint_manifest(stage: str, result: dict, info_keys: tuple[str, ...] = ("tokens_per_s", "mfu")) -> Manifest:

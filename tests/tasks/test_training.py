@@ -40,7 +40,51 @@ def test_resume_reproduces_the_uninterrupted_run(token_shards, tokenizer_path, t
     resumed = pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "resumed")
     assert resumed["resumed_from"] == 6
     assert resumed["history"]["train_loss"] == full["history"]["train_loss"]
+    assert resumed["history"]["samples"] == full["history"]["samples"]
     assert resumed["val_bpb"] == full["val_bpb"]
+
+
+def test_samples_and_tensorboard_events_at_each_evaluation(token_shards, tokenizer_path, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, val = token_shards
+    cfg = pretrain.PretrainConfig(steps=10, tensorboard=True, sample_prompts=["The town of", "Mara"],
+                                  sample_tokens=6, **MICRO)
+    result = pretrain.train(cfg, tokenizer_path, train, val, tmp_path)
+    samples = result["history"]["samples"]
+    assert [(s["step"], s["prompt"]) for s in samples] == [(5, "The town of"), (5, "Mara"),
+                                                           (10, "The town of"), (10, "Mara")]
+    assert all(s["completion"] for s in samples)
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == list(range(1, 11))
+    assert [round(e.value, 5) for e in loss] == pytest.approx([v for _, v in result["history"]["train_loss"]],
+                                                              abs=1e-5)
+    assert [e.step for e in events.Scalars("val/bits_per_byte")] == [5, 10]
+    assert {"train/lr_multiplier", "perf/tokens_per_s"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Tensors("samples/text_summary")] == [5, 10]
+
+
+def test_bfloat16_and_compiled_training_run_on_cpu(token_shards, tokenizer_path, tmp_path):
+    """The GPU's code paths, exercised on the CPU: autocast to bfloat16 and torch.compile (with a
+    backend that needs no C++ compiler), each against the float32 eager run."""
+    train, val = token_shards
+    base = {**MICRO, "steps": 3, "eval_every": 3, "checkpoint_every": 3, "sample_tokens": 4}
+    eager = pretrain.train(pretrain.PretrainConfig(**base), tokenizer_path, train, val, tmp_path / "eager")
+    bf16 = pretrain.train(pretrain.PretrainConfig(**base, precision="bfloat16"), tokenizer_path, train, val,
+                          tmp_path / "bf16")
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled = pretrain.train(pretrain.PretrainConfig(**base, compile="on", compile_backend="aot_eager"),
+                              tokenizer_path, train, val, tmp_path / "compiled")
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]  # one whole-model graph
+    curve = lambda r: [loss for _, loss in r["history"]["train_loss"]]  # noqa: E731
+    assert curve(compiled) == pytest.approx(curve(eager), rel=1e-3)  # the plain expressions, same mathematics
+    assert curve(bf16) == pytest.approx(curve(eager), rel=2e-2)
+    assert curve(bf16) != curve(eager)  # bfloat16 did run
 
 
 def test_keeps_only_the_last_checkpoints(token_shards, tokenizer_path, tmp_path):
