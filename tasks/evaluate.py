@@ -102,6 +102,10 @@ def report_card(m: dict[str, Manifest], data_report: dict, chat_eval: dict, samp
             mermaid_line("Pretraining loss", pre["history"]["train_loss"], "loss"),
             "Samples (temperature 0.8):", ""]
     out += [f"- *{s['prompt']}* → {s['completion']!r}" for s in samples] + [""]
+    during = [s for s in pre["history"].get("samples", []) if s["prompt"] == samples[0]["prompt"]] if samples else []
+    if during:
+        out += ["The first prompt as the model learned (one sample at each evaluation):", ""]
+        out += [f"- step {s['step']}: *{s['prompt']}* → {s['completion']!r}" for s in during] + [""]
     out += ["## SFT", "",
             f"- held-out loss on assistant tokens: {sft['heldout_loss_before']:.3f} → {sft['heldout_loss_after']:.3f}",
             "", "Held-out prompts (greedy):", ""]
