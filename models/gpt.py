@@ -95,8 +95,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x):
-        h = self.c_fc(x)
-        return self.c_proj(relu_squared(h))
+        return self.c_proj(relu_squared(self.c_fc(x)))
 
 
 class Block(nn.Module):
