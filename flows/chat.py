@@ -18,7 +18,7 @@ def chat_session(config: PipelineConfig, which: str, prompt: str | None) -> int:
     index = Path(config.work_dir) / "models.json"
     if not index.exists():
         sys.exit(f"crawl2chat: no trained models in {config.work_dir}: run `crawl2chat run` first")
-    paths = json.loads(index.read_text())
+    paths = {name: str(Path(config.work_dir) / path) for name, path in json.loads(index.read_text()).items()}
     chat = ChatTokens(load_tokenizer(paths["tokenizer"]))
     model = ckpt.load_gpt(paths[which], ckpt.pick_device("auto"))
     messages: list[dict] = []

@@ -74,7 +74,7 @@ def cmd_sample_crawl(args) -> int:
     manifest = generate_crawl(CrawlConfig(seed=args.seed, num_files=args.files, pages_per_file=args.pages), args.out)
     for f in manifest.files:
         print(f.path)
-    print(f"{manifest.stats['pages']} pages; labels in {manifest.stats['labels_file']}: {manifest.stats['labels']}")
+    print(f"{manifest.stats['pages']} pages; labels in {manifest.extras['labels'].path}: {manifest.stats['labels']}")
     return 0
 
 

@@ -57,8 +57,8 @@ def dedup(config: PipelineConfig, work: str, docs: list[Manifest]) -> tuple[list
     return kept, resolve("dedup-index", index)
 
 
-def publish_accounting(accounting: Manifest) -> None:
-    report = json.loads(Path(accounting.files[0].path).read_text())
+def publish_accounting(accounting: Manifest, work: str) -> None:
+    report = json.loads(Path(accounting.located(work).files[0].path).read_text())
     create_table_artifact(report["removed"], key="data-removed",
                           description="Documents kept and removed per stage and reason")
     if "ground_truth" in report:
@@ -102,11 +102,12 @@ def data_flow(config: PipelineConfig) -> DataResult:
         langs, work_dir=unmapped(work), config=unmapped(cfg.quality)))
     scrubbed = resolve("pii", in_work_dir(pii_task, work).map(good, work_dir=unmapped(work), config=unmapped(cfg.pii)))
     docs, index = dedup(config, work, scrubbed)
-    logger.info("dedup index of this run (for dedup.previous_index of a later one): %s", index.files[0].path)
+    logger.info("dedup index of this run (for dedup.previous_index of a later one): %s",
+                index.located(work).files[0].path)
 
     stages = {"urlfilter": urls, "extract": extracted, "langid": langs, "quality": good, "dedup": docs}
     accounting = resolve("data-accounting", in_work_dir(accounting_task, work).submit(stages, crawl, work))
-    publish_accounting(accounting)
+    publish_accounting(accounting, work)
     kept, pages = accounting.stats["final_docs"], accounting.stats["input_docs"]
     logger.info("data: %d of %d pages kept", kept, pages)
     if kept == 0:

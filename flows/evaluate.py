@@ -40,13 +40,13 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
                  "reward": models.reward, "rlhf": models.rlhf}
     result = resolve("evaluate", in_work_dir(evaluate_task, work).submit(manifests, work, config.evaluate))
     # The report card and its plots, copied to the top of the work dir where users look.
-    for entry in result.files:
+    for entry in result.located(work).files:
         with atomic_path(Path(work) / Path(entry.path).name) as tmp:
             shutil.copyfile(entry.path, tmp)
-    source = Path(result.files[0].path)
+    source = Path(result.located(work).files[0].path)
     report = Path(work) / "report.md"
-    # Where the latest models are, for `crawl2chat chat`.
-    write_json(Path(work) / "models.json", {name: str(Path(m.files[0].path).parent) for name, m in
+    # Where the latest models are, for `crawl2chat chat`: relative to the work dir, like manifests.
+    write_json(Path(work) / "models.json", {name: Path(m.files[0].path).parent.as_posix() for name, m in
                                             (("base", models.base), ("sft", models.sft), ("rlhf", models.rlhf))}
                | {"tokenizer": tokens.tokenizer.files[0].path})
     create_markdown_artifact(source.read_text(), key="report-card", description="crawl2chat report card")

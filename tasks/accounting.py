@@ -40,10 +40,9 @@ def removal_table(stages: list[tuple[str, list[Manifest]]], input_docs: int) -> 
 def reject_samples(manifests: list[Manifest], per_reason: int = 3) -> dict[str, list[dict]]:
     samples: dict[str, list[dict]] = {}
     for m in manifests:
-        path = m.stats.get("rejects_file")
-        if not path or not Path(path).exists():
+        if "rejects" not in m.extras:
             continue
-        for r in read_rows(path):
+        for r in read_rows(m.extras["rejects"].path):
             bucket = samples.setdefault(f"{r['stage']}:{r['reason']}", [])
             if len(bucket) < per_reason:
                 bucket.append({"url": r["url"], "text": r["text"][:200]})
@@ -56,8 +55,8 @@ def label_scores(stages: list[tuple[str, list[Manifest]]], labels_file: str, kep
     bad_total = sum(label in BAD_LABELS for label in labels.values())
     rows, removed_bad_all, removed_all = [], 0, 0
     for stage, manifests in stages:
-        urls = [r["url"] for m in manifests if m.stats.get("rejects_file")
-                for r in read_rows(m.stats["rejects_file"])]
+        urls = [r["url"] for m in manifests if "rejects" in m.extras
+                for r in read_rows(m.extras["rejects"].path)]
         removed_bad = sum(labels.get(u) in BAD_LABELS for u in urls)
         removed_bad_all += removed_bad
         removed_all += len(urls)
@@ -73,8 +72,8 @@ def label_scores(stages: list[tuple[str, list[Manifest]]], labels_file: str, kep
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
-from tasks.store import file_entry, stage_dir  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
+from tasks.store import file_entry  # noqa: E402
 
 
 @stage_task("data-accounting")
@@ -86,8 +85,8 @@ def accounting_task(stages: dict[str, list[Manifest]], crawl: Manifest, work_dir
                      for m in first)
     table = removal_table(ordered, input_docs)
     report = {"removed": table, "samples": reject_samples([m for _, ms in ordered for m in ms])}
-    if crawl.stats.get("labels_file"):
-        report["ground_truth"] = label_scores(ordered, crawl.stats["labels_file"], ordered[-1][1])
-    path = write_json(stage_dir(work_dir, "accounting", input_key(stages, crawl)) / "data_report.json", report)
+    if "labels" in crawl.extras:
+        report["ground_truth"] = label_scores(ordered, crawl.extras["labels"].path, ordered[-1][1])
+    path = write_json(output_dir(work_dir) / "data_report.json", report)
     return Manifest(stage="accounting", files=[file_entry(path)],
                     stats={"input_docs": input_docs, "final_docs": sum(m.stats.get("kept", 0) for m in ordered[-1][1])})

@@ -20,7 +20,7 @@ import tiktoken
 from pydantic import Field
 
 from tasks.shards import is_val
-from tasks.store import Manifest, StageConfig, file_entry, read_rows, stage_dir, write_text
+from tasks.store import Manifest, StageConfig, file_entry, read_rows, write_text
 from tasks.tokenize import load_tokenizer
 
 STAGE = "tokenizer"
@@ -135,10 +135,10 @@ def train_tokenizer(doc_paths: list[str], out_dir: Path, config: BpeConfig) -> M
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
 @stage_task("train-tokenizer", packages=("rustbpe", "tiktoken"))
 def train_tokenizer_task(docs: list[Manifest], work_dir: str, config: BpeConfig) -> Manifest:
     paths = [f.path for m in docs for f in m.files]
-    return train_tokenizer(paths, stage_dir(work_dir, STAGE, input_key(docs, config)), config)
+    return train_tokenizer(paths, output_dir(work_dir), config)

@@ -1,26 +1,42 @@
-"""The one cache policy of every stage.
+"""The one cache policy of every stage, and the folder each stage writes to.
 
 A stage's cache key is the digest of
   * the task's name,
-  * its inputs: stage configs by value, manifests by the digests of the files they list,
-  * the source files of the modules that shape its output (the task's own module, tasks/store.py,
-    and any helpers the stage names), and
+  * its inputs: stage configs by value, manifests by the digests of the files they list (never a
+    path), and never the work dir, so a moved or copied work dir keeps every stage cached;
+  * its code: the normalized source of every project module the task's module imports,
+    transitively, found from the import graph (nothing listed by hand). Normalized means the AST
+    without docstrings, so a comment, a docstring or reformatting reruns nothing, while any change
+    of logic reruns the stage and, through its changed manifest, what depends on it;
   * the versions of the packages that shape its output.
-There is no run id in the key: a fresh run reuses earlier work, and a changed input or changed code
-invalidates exactly that stage and, through the changed manifests, everything downstream.
+There is no run id in the key: a fresh run reuses earlier work.
 
-Prefect's built-in INPUTS policy would hash a path as a string and TASK_SOURCE only sees the task
+The key names the stage's output folder too, <work>/<task name>/<key>/ (`output_dir`): one key for
+one thing, so a cached manifest can only point at files written by the same inputs and code.
+
+A cache hit is verified before Prefect hands it on: the files the cached manifest lists are checked
+(size, then sha256, or for large files a stat fingerprint). A missing or changed file expires the
+cached record, with one log line saying why, and Prefect runs the stage again.
+
+Prefect's built-in INPUTS policy would hash a path as a string and TASK_SOURCE sees only the task
 function itself, which is why this policy exists.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
-import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import json
+import os
+import platform
+import socket
+import subprocess
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
@@ -28,8 +44,14 @@ from typing import Any, Optional
 from prefect.cache_policies import CachePolicy
 from pydantic import BaseModel
 
-from tasks.store import Manifest
+from tasks.store import Manifest, entry_problem, write_json
 
+# The packages whose modules can shape a stage's output. flows/ composes stages but computes nothing.
+PROJECT_PACKAGES = ("tasks", "models")
+KEY_LENGTH = 32  # hex digits: 128 bits
+
+
+# --- Inputs ---------------------------------------------------------------------------------------
 
 def _canonical(value: Any) -> Any:
     """A JSON-able, order-stable stand-in for one task input."""
@@ -41,18 +63,84 @@ def _canonical(value: Any) -> Any:
         return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     raise TypeError(f"cannot key a cache on an input of type {type(value).__name__}")
 
 
+# --- Code: the project modules a stage runs, from the import graph ---------------------------------
+
 @lru_cache(maxsize=None)
-def module_digest(module_name: str) -> str:
-    module = importlib.import_module(module_name)
-    source = Path(inspect.getsourcefile(module) or "")
-    return hashlib.sha256(source.read_bytes()).hexdigest()
+def module_path(name: str) -> Path | None:
+    """The source file of a module, or None when `name` is not a module with Python source."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # "tasks.store.Manifest": a name inside a module
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+@lru_cache(maxsize=None)
+def _tree(name: str) -> ast.Module:
+    return ast.parse(module_path(name).read_text(encoding="utf-8"), filename=str(module_path(name)))
+
+
+@lru_cache(maxsize=None)
+def imported_modules(name: str) -> frozenset[str]:
+    """Project modules that module `name` imports anywhere in its source (lazy imports in functions too)."""
+    package = name if module_path(name).name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(_tree(name)):
+        if isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) \
+                if node.level else node.module or ""
+            # `from models import checkpoint` imports the module models.checkpoint.
+            candidates = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for candidate in candidates:
+            # `import a.b.c` runs a/__init__, a/b/__init__ and a/b/c.
+            parts = candidate.split(".")
+            if parts[0] in PROJECT_PACKAGES:
+                found.update(m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if module_path(m))
+    found.discard(name)
+    return frozenset(found)
+
+
+@lru_cache(maxsize=None)
+def code_dependencies(name: str) -> tuple[str, ...]:
+    """`name` and every project module it imports, transitively, sorted."""
+    seen, frontier = {name}, [name]
+    while frontier:
+        for dep in imported_modules(frontier.pop()):
+            if dep not in seen:
+                seen.add(dep)
+                frontier.append(dep)
+    return tuple(sorted(seen))
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def source_digest(source: str) -> str:
+    """Digest of what code does: its AST without docstrings (comments and layout are not in it)."""
+    return hashlib.sha256(ast.dump(_without_docstrings(ast.parse(source))).encode()).hexdigest()
+
+
+@lru_cache(maxsize=None)
+def code_digest(name: str) -> str:
+    return source_digest(module_path(name).read_text(encoding="utf-8"))
 
 
 @lru_cache(maxsize=None)
@@ -63,55 +151,145 @@ def package_version(name: str) -> str:
         return "absent"
 
 
-def stage_key(task_name: str, task_module: str, inputs: dict[str, Any],
-              sources: tuple[str, ...], packages: tuple[str, ...]) -> str:
-    modules = sorted({task_module, "tasks.store", *sources})
-    payload = {
+# --- The key ----------------------------------------------------------------------------------------
+
+def key_payload(task_name: str, task_module: str, inputs: dict[str, Any], packages: tuple[str, ...]) -> dict:
+    """Everything the key is a digest of; also what a stage's provenance record holds."""
+    return {
         "task": task_name,
         "inputs": _canonical(inputs),
-        "sources": {m: module_digest(m) for m in modules},
+        "code": {m: code_digest(m) for m in code_dependencies(task_module)},
         "packages": {p: package_version(p) for p in sorted(packages)},
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def digest_key(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:KEY_LENGTH]
+
+
+def first_problem(result: Any, work_dir: str | None) -> str | None:
+    """The first listed file of a cached result that is missing or changed (None when all hold)."""
+    if isinstance(result, Manifest):
+        for entry in result.entries():
+            if problem := entry_problem(entry, work_dir):
+                return problem
+    elif isinstance(result, (list, tuple)):
+        return next((p for r in result if (p := first_problem(r, work_dir))), None)
+    elif isinstance(result, dict):
+        return next((p for r in result.values() if (p := first_problem(r, work_dir))), None)
+    return None
 
 
 @dataclass
 class StageCache(CachePolicy):
-    """Cache policy keyed on content: see the module docstring."""
+    """Cache policy keyed on content, with verified hits: see the module docstring."""
 
-    sources: tuple[str, ...] = field(default_factory=tuple)
     packages: tuple[str, ...] = field(default_factory=tuple)
-    ignore: tuple[str, ...] = field(default_factory=tuple)  # inputs that cannot change the output
+    # Inputs that cannot change the output (where it is written, how a file is fetched).
+    ignore: tuple[str, ...] = ("work_dir",)
+
+    def payload(self, task, inputs: dict[str, Any]) -> dict:
+        keyed = {k: v for k, v in inputs.items() if k not in self.ignore}
+        return key_payload(task.name, task.fn.__module__, keyed, self.packages)
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> Optional[str]:
-        task = task_ctx.task
-        keyed = {k: v for k, v in inputs.items() if k not in self.ignore}
-        return stage_key(task.name, task.fn.__module__, keyed, self.sources, self.packages)
+        key = digest_key(self.payload(task_ctx.task, inputs))
+        expire_if_damaged(task_ctx, key, inputs.get("work_dir"))
+        return key
 
 
-def stage_cache(*sources: str, packages: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> StageCache:
-    return StageCache(sources=tuple(sources), packages=tuple(packages), ignore=tuple(ignore))
+def expire_if_damaged(task_ctx, key: str, work_dir: str | None) -> None:
+    """Before Prefect looks the key up: if the cached result's files no longer hold what it lists,
+    mark the record expired, so Prefect's own lookup misses and the stage runs again."""
+    store = task_ctx.result_store
+    if store is None or not store.exists(key):
+        return
+    problem = first_problem(store.read(key).result, work_dir)
+    if problem:
+        from prefect import get_run_logger
+
+        get_run_logger().warning("cached output of %r is not intact: %s; running the stage again",
+                                 task_ctx.task.name, problem)
+        store.write(obj=None, key=key, expiration=datetime.now(timezone.utc) - timedelta(seconds=1))
 
 
-def stage_task(name: str, *sources: str, packages: tuple[str, ...] = (), ignore: tuple[str, ...] = (),
-               **options: Any):
-    """The @task every stage uses: content-keyed cache, results persisted, a readable name.
+# --- The output folder and its provenance -------------------------------------------------------------
 
-    Results go to the flow's result storage, which the pipeline points at <work>/.prefect-results,
+@lru_cache(maxsize=None)
+def git_commit() -> str | None:
+    """The project checkout's commit, when it is one (recorded, never keyed)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def output_dir(work_dir: str | Path) -> Path:
+    """The running stage's folder, <work>/<task name>/<cache key>/, with its provenance record.
+
+    The record (provenance.json: the key's payload, plus where, when and by which run) is written
+    before the stage does any work, so a crashed or surprising stage can be inspected.
+    """
+    from prefect.context import TaskRunContext
+    from prefect.transactions import get_transaction
+
+    ctx, transaction = TaskRunContext.get(), get_transaction()
+    if ctx is None or transaction is None or not transaction.key:
+        raise RuntimeError("output_dir() is for a stage task running under Prefect")
+    task = ctx.task
+    payload = task.cache_policy.payload(task, ctx.parameters)
+    if digest_key(payload) != transaction.key:  # the folder must be named by the key Prefect caches on
+        raise RuntimeError(f"stage {task.name!r}: output folder key differs from its cache key")
+    folder = Path(work_dir) / task.name / transaction.key
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "provenance.json", {
+        "key": transaction.key, **payload,
+        "flow_run": str(ctx.task_run.flow_run_id), "task_run": str(ctx.task_run.id),
+        "host": socket.gethostname(), "pid": os.getpid(), "python": platform.python_version(),
+        "git_commit": git_commit(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    return folder
+
+
+# --- The @task of every stage ---------------------------------------------------------------------------
+
+def _map_manifests(value: Any, fn) -> Any:
+    if isinstance(value, Manifest):
+        return fn(value)
+    if isinstance(value, list):
+        return [_map_manifests(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_manifests(v, fn) for k, v in value.items()}
+    return value
+
+
+def stage_task(name: str, packages: tuple[str, ...] = (), ignore: tuple[str, ...] = (), **options: Any):
+    """The @task every stage uses: content-keyed verified cache, results persisted, a readable name.
+
+    The stage's body sees manifests with absolute paths and returns them so; what crosses to the
+    next stage (and into the result store) holds paths relative to `work_dir`.
+    Results go to the flow's result storage, which the flows point at <work>/.prefect-results,
     so a rerun in a fresh process finds them.
     """
     from prefect import task
 
-    return task(name=name, cache_policy=stage_cache(*sources, packages=packages, ignore=ignore),
-                persist_result=True, **options)
+    def decorate(fn):
+        signature = inspect.signature(fn)
 
+        @functools.wraps(fn)
+        def in_work_dir(*args: Any, **kwargs: Any) -> Any:
+            arguments = signature.bind(*args, **kwargs).arguments
+            work = arguments.get("work_dir")
+            if work is None:
+                return fn(**arguments)
+            result = fn(**{k: _map_manifests(v, lambda m: m.located(work)) for k, v in arguments.items()})
+            return _map_manifests(result, lambda m: m.relative_to(work))
 
-def input_key(*inputs: Any, length: int = 12) -> str:
-    """A short digest of a stage's inputs, used to name its outputs.
+        policy = StageCache(packages=tuple(packages), ignore=("work_dir", *ignore))
+        return task(name=name, cache_policy=policy, persist_result=True, **options)(in_work_dir)
 
-    Outputs of different inputs never share a name, so a cached manifest can never point at a
-    file that a run with other inputs has since overwritten.
-    """
-    payload = json.dumps(_canonical(list(inputs)), sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+    return decorate

@@ -32,7 +32,6 @@ from tasks.store import (
     file_entry,
     read_rows,
     reject,
-    stage_dir,
     write_shard,
     write_table,
 )
@@ -176,13 +175,13 @@ def filter_shard(docs: list[dict], shard: int, removed: dict[int, str]) -> tuple
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
 @stage_task("dedup-signatures")
 def signatures_task(docs: Manifest, shard: int, work_dir: str, config: DedupConfig) -> Manifest:
     exact, sigs = compute_signatures(read_rows(docs.files[0].path), config)
-    path = stage_dir(work_dir, STAGE, input_key(docs, shard, config)) / "signatures.npz"
+    path = output_dir(work_dir) / "signatures.npz"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, exact=exact, sigs=sigs)
@@ -194,7 +193,7 @@ def signatures_task(docs: Manifest, shard: int, work_dir: str, config: DedupConf
 def candidates_task(signatures: list[Manifest], band: int, work_dir: str, config: DedupConfig) -> Manifest:
     files = [(m.stats["shard"], Path(m.files[0].path)) for m in signatures]
     pairs = candidate_pairs(files, band, config.rows_per_band, previous_keys(config.previous_index, band))
-    path = stage_dir(work_dir, STAGE, input_key(signatures, band, config)) / "pairs.npy"
+    path = output_dir(work_dir) / "pairs.npy"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, pairs)
@@ -205,7 +204,7 @@ def candidates_task(signatures: list[Manifest], band: int, work_dir: str, config
 def index_task(signatures: list[Manifest], work_dir: str, config: DedupConfig) -> Manifest:
     bands = ([EXACT_BAND] if config.exact else []) + (list(range(config.bands)) if config.minhash else [])
     index = build_index([Path(m.files[0].path) for m in signatures], bands, config.rows_per_band)
-    path = stage_dir(work_dir, STAGE, input_key(signatures, config)) / "index.npz"
+    path = output_dir(work_dir) / "index.npz"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **index)
@@ -216,7 +215,7 @@ def index_task(signatures: list[Manifest], work_dir: str, config: DedupConfig) -
 def clusters_task(candidates: list[Manifest], work_dir: str) -> Manifest:
     removed = clusters_to_remove([(m.stats["band"], np.load(m.files[0].path)) for m in candidates])
     rows = [{"doc": d, "reason": r} for d, r in sorted(removed.items())]
-    entry = write_table(stage_dir(work_dir, STAGE, input_key(candidates)) / "removed.parquet", rows, REMOVED_SCHEMA)
+    entry = write_table(output_dir(work_dir) / "removed.parquet", rows, REMOVED_SCHEMA)
     return Manifest(stage="dedup-clusters", files=[entry], stats={"removed": len(rows)})
 
 
@@ -225,5 +224,4 @@ def dedup_filter_task(docs: Manifest, shard: int, clusters: Manifest, work_dir: 
     removed = {r["doc"]: r["reason"] for r in read_rows(clusters.files[0].path)}
     path = docs.files[0].path
     kept, rejected = filter_shard(read_rows(path), shard, removed)
-    out_dir = stage_dir(work_dir, STAGE, input_key(docs, shard, clusters))
-    return write_shard(out_dir, Path(path).stem, STAGE, kept, rejected)
+    return write_shard(output_dir(work_dir), Path(path).stem, STAGE, kept, rejected)

@@ -17,10 +17,10 @@ from models import checkpoint as ckpt
 from models.chat import ChatTokens, render_prompt, visible_text
 from models.engine import generate
 from tasks.rlhf import is_correct
-from tasks.store import Manifest, StageConfig, atomic_path, file_entry, stage_dir, write_text
+from tasks.store import Manifest, StageConfig, atomic_path, file_entry, write_text
 from tasks.synthetic_chat import chat_file, read_jsonl
 from tasks.tokenize import load_tokenizer
-from tasks.training import BASE_PROMPTS, MODEL_MODULES, base_samples, checkpoint_dir
+from tasks.training import BASE_PROMPTS, base_samples, checkpoint_dir
 
 STAGE = "evaluate"
 
@@ -176,12 +176,11 @@ def evaluate(manifests: dict[str, Manifest], config: EvalConfig, out_dir: Path) 
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
-@stage_task("evaluate", *MODEL_MODULES, "models.chat", "tasks.rlhf", "tasks.training",
-            packages=("torch", "tiktoken"))
+@stage_task("evaluate", packages=("torch", "tiktoken"))
 def evaluate_task(manifests: dict[str, Manifest], work_dir: str, config: EvalConfig) -> Manifest:
-    path, stats = evaluate(manifests, config, stage_dir(work_dir, STAGE, input_key(manifests, config)))
+    path, stats = evaluate(manifests, config, output_dir(work_dir))
     plots = sorted(path.parent.glob("*.png"))
     return Manifest(stage=STAGE, files=[file_entry(path)] + [file_entry(p) for p in plots], stats=stats)

@@ -21,7 +21,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from pydantic import Field
 
 from tasks.commoncrawl import SourceConfig, open_uri, warc_name
-from tasks.store import Manifest, StageConfig, read_rows, reject, stage_dir, write_shard
+from tasks.store import Manifest, StageConfig, read_rows, reject, write_shard
 from tasks.timelimit import TimeLimitExceeded, Watchdog
 
 STAGE = "extract"
@@ -132,7 +132,7 @@ def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_d
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
 @stage_task("extract", packages=("fastwarc", "trafilatura", "lxml", "resiliparse", "charset-normalizer"),
@@ -140,5 +140,4 @@ from tasks.caching import input_key, stage_task  # noqa: E402
 def extract_task(urls: Manifest, crawl: str, work_dir: str, config: ExtractConfig, source: SourceConfig) -> Manifest:
     urls_file, warc_file = urls.files
     keep = {row["offset"]: row for row in read_rows(urls_file.path)}
-    out_dir = stage_dir(work_dir, STAGE, input_key(urls, config))
-    return extract_warc(warc_file.path, keep, crawl, out_dir, config, source)
+    return extract_warc(warc_file.path, keep, crawl, output_dir(work_dir), config, source)

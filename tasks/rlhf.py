@@ -20,7 +20,7 @@ from models.chat import ChatTokens, render_prompt, visible_text
 from models.engine import generate
 from models.optim import make_adamw
 from tasks.reward import load_reward_model, score
-from tasks.store import Manifest, StageConfig, stage_dir
+from tasks.store import Manifest, StageConfig
 from tasks.synthetic_chat import chat_file, read_jsonl
 from tasks.tokenize import load_tokenizer
 from tasks.training import checkpoint_dir, checkpoint_manifest, reply_logprobs
@@ -127,16 +127,15 @@ def train_rlhf(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows:
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
-from tasks.training import MODEL_MODULES, progress_reporter  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
+from tasks.training import progress_reporter  # noqa: E402
 
 
-@stage_task("rlhf", *MODEL_MODULES, "models.chat", "models.reward", "tasks.reward",
-            "tasks.training", packages=("torch", "tiktoken"))
+@stage_task("rlhf", packages=("torch", "tiktoken"))
 def rlhf_task(sft: Manifest, reward: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str,
               config: RlhfConfig) -> Manifest:
     result = train_rlhf(checkpoint_dir(sft), checkpoint_dir(reward), tokenizer.files[0].path,
                         read_jsonl(chat_file(chat_data, "rl_train")), read_jsonl(chat_file(chat_data, "rl_heldout")),
-                        stage_dir(work_dir, STAGE, input_key(sft, reward, tokenizer, chat_data, config)), config,
+                        output_dir(work_dir), config,
                         progress_reporter("RLHF"))
     return checkpoint_manifest(STAGE, result)

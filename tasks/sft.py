@@ -16,10 +16,10 @@ from models import checkpoint as ckpt
 from models.chat import ChatTokens, render_conversation, render_prompt, visible_text
 from models.engine import generate
 from models.optim import lr_multiplier, make_adamw, set_lr
-from tasks.store import Manifest, StageConfig, stage_dir
+from tasks.store import Manifest, StageConfig
 from tasks.synthetic_chat import chat_file, read_jsonl
 from tasks.tokenize import load_tokenizer
-from tasks.training import MODEL_MODULES, checkpoint_dir, checkpoint_manifest, masked_lm_loss
+from tasks.training import checkpoint_dir, checkpoint_manifest, masked_lm_loss
 
 STAGE = "sft"
 
@@ -82,13 +82,11 @@ def finetune(base_dir: Path, tokenizer_path: str, train_rows: list[dict], heldou
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
-@stage_task("sft", *MODEL_MODULES, "models.chat", "tasks.training",
-            packages=("torch", "tiktoken"))
+@stage_task("sft", packages=("torch", "tiktoken"))
 def sft_task(base: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str, config: SftConfig) -> Manifest:
-    out_dir = stage_dir(work_dir, STAGE, input_key(base, tokenizer, chat_data, config))
     result = finetune(checkpoint_dir(base), tokenizer.files[0].path, read_jsonl(chat_file(chat_data, "sft_train")),
-                      read_jsonl(chat_file(chat_data, "sft_heldout")), out_dir, config)
+                      read_jsonl(chat_file(chat_data, "sft_heldout")), output_dir(work_dir), config)
     return checkpoint_manifest(STAGE, result)

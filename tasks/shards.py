@@ -17,7 +17,7 @@ import numpy as np
 import xxhash
 from pydantic import Field
 
-from tasks.store import Manifest, StageConfig, atomic_path, file_entry, stage_dir
+from tasks.store import Manifest, StageConfig, atomic_path, file_entry
 from tasks.tokenize import load_tokenizer, tokenize_chunk
 
 STAGE = "shards"
@@ -160,11 +160,10 @@ def split_files(manifest: Manifest, split: str) -> list[str]:
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
-@stage_task("token-shards", "tasks.tokenize", packages=("tiktoken", "numpy"))
+@stage_task("token-shards", packages=("tiktoken", "numpy"))
 def shards_task(docs: list[Manifest], tokenizer: Manifest, work_dir: str, config: ShardConfig) -> Manifest:
     paths = [f.path for m in docs for f in m.files]
-    out_dir = stage_dir(work_dir, STAGE, input_key(docs, tokenizer, config))
-    return build_shards(paths, tokenizer.files[0].path, out_dir, config)
+    return build_shards(paths, tokenizer.files[0].path, output_dir(work_dir), config)

@@ -3,6 +3,10 @@
 Stages never hand each other big objects: each writes its files under the work dir and returns a
 `Manifest` that lists them with their sha256. The cache policy keys on those digests, so a
 changed file invalidates exactly what reads it.
+
+Between stages a manifest's paths are relative to the work dir (a work dir can be moved or copied
+and every manifest stays valid); inside a stage they are absolute (`located` / `relative_to`).
+Files outside the work dir (a user's WARC files) keep their absolute path, remote ones their URL.
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def is_url(path: str) -> bool:
+    return "://" in path
+
+
 class FileEntry(BaseModel):
     """One output file of a stage."""
 
@@ -61,6 +69,24 @@ class FileEntry(BaseModel):
     sha256: str
     bytes: int
     rows: int = 0
+    # The file's modification time when it was written: with the size, a fingerprint that lets a
+    # cache hit skip re-hashing a large file nobody touched. Never part of a digest.
+    mtime_ns: int = 0
+
+    def located(self, work_dir: str | Path) -> "FileEntry":
+        """This entry with an absolute path (a relative one is taken from `work_dir`)."""
+        if is_url(self.path) or Path(self.path).is_absolute():
+            return self
+        return self.model_copy(update={"path": str(Path(work_dir) / self.path)})
+
+    def relative_to(self, work_dir: str | Path) -> "FileEntry":
+        """This entry with its path relative to `work_dir` where the file lies inside it."""
+        if is_url(self.path) or not Path(self.path).is_absolute():
+            return self
+        try:
+            return self.model_copy(update={"path": Path(self.path).relative_to(work_dir).as_posix()})
+        except ValueError:  # outside the work dir: a user's own file keeps its absolute path
+            return self
 
 
 class Manifest(BaseModel):
@@ -68,6 +94,9 @@ class Manifest(BaseModel):
 
     stage: str
     files: list[FileEntry] = Field(default_factory=list)
+    # Side outputs a later stage may read (rejected documents, labels): verified, located and
+    # digested like `files`, but not part of the main output that `files` lists.
+    extras: dict[str, FileEntry] = Field(default_factory=dict)
     stats: dict[str, Any] = Field(default_factory=dict)
     # Measurements that vary from run to run (timings): reported, but not part of the digest.
     info: dict[str, Any] = Field(default_factory=dict)
@@ -75,7 +104,8 @@ class Manifest(BaseModel):
     def digest(self) -> str:
         """Digest of the content, not of where it lies: moving the work dir keeps caches valid."""
         payload = json.dumps(
-            {"stage": self.stage, "files": [(f.sha256, f.rows) for f in self.files], "stats": self.stats},
+            {"stage": self.stage, "files": [(f.sha256, f.rows) for f in self.files],
+             "extras": {name: f.sha256 for name, f in self.extras.items()}, "stats": self.stats},
             sort_keys=True,
             default=str,
         )
@@ -84,6 +114,19 @@ class Manifest(BaseModel):
     @property
     def rows(self) -> int:
         return sum(f.rows for f in self.files)
+
+    def entries(self) -> list[FileEntry]:
+        return [*self.files, *self.extras.values()]
+
+    def located(self, work_dir: str | Path) -> "Manifest":
+        return self._mapped(lambda f: f.located(work_dir))
+
+    def relative_to(self, work_dir: str | Path) -> "Manifest":
+        return self._mapped(lambda f: f.relative_to(Path(work_dir).resolve()))
+
+    def _mapped(self, fn) -> "Manifest":
+        return self.model_copy(update={"files": [fn(f) for f in self.files],
+                                       "extras": {k: fn(f) for k, f in self.extras.items()}})
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -95,8 +138,36 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def file_entry(path: str | Path, rows: int = 0) -> FileEntry:
-    path = Path(path)
-    return FileEntry(path=str(path), sha256=sha256_file(path), bytes=path.stat().st_size, rows=rows)
+    path = Path(path).resolve()
+    stat = path.stat()
+    return FileEntry(path=str(path), sha256=sha256_file(path), bytes=stat.st_size, rows=rows,
+                     mtime_ns=stat.st_mtime_ns)
+
+
+# Files up to this size are re-hashed on every cache hit; larger ones only when their stat
+# fingerprint (size, mtime) differs from the one recorded at write time.
+ALWAYS_HASH_BELOW = 64 << 20
+
+
+def entry_problem(entry: FileEntry, work_dir: str | Path | None) -> str | None:
+    """Why a listed file no longer holds what its entry says (None when it does).
+
+    Remote files (URLs) are not checked: a published crawl file does not change.
+    """
+    if is_url(entry.path):
+        return None
+    path = Path(entry.located(work_dir).path) if work_dir is not None else Path(entry.path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return f"{entry.path} is missing"
+    if stat.st_size != entry.bytes:
+        return f"{entry.path} has {stat.st_size} bytes, not the {entry.bytes} it was written with"
+    if stat.st_size >= ALWAYS_HASH_BELOW and stat.st_mtime_ns == entry.mtime_ns:
+        return None
+    if sha256_file(path) != entry.sha256:
+        return f"{entry.path} has changed (sha256 differs)"
+    return None
 
 
 @contextlib.contextmanager
@@ -144,13 +215,6 @@ def read_rows(path: str | Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def stage_dir(work_dir: str | Path, stage: str, key: str) -> Path:
-    """A stage writes under <work>/<stage>/<key>/, `key` naming its inputs (caching.input_key)."""
-    d = Path(work_dir) / stage / key
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def results_dir(work_dir: str | Path) -> Path:
     """Where Prefect persists task results and cache records for this work dir."""
     return Path(work_dir).resolve() / ".prefect-results"
@@ -177,6 +241,6 @@ def write_shard(out_dir: str | Path, name: str, stage: str, kept: list[dict],
     return Manifest(
         stage=stage,
         files=[docs],
-        stats={"kept": len(kept), "kept_chars": sum(len(d["text"]) for d in kept),
-               "removed": removed, "rejects_file": rejects.path},
+        extras={"rejects": rejects},
+        stats={"kept": len(kept), "kept_chars": sum(len(d["text"]) for d in kept), "removed": removed},
     )

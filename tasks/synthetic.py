@@ -246,17 +246,14 @@ def generate_crawl(config: CrawlConfig, out_dir: str | Path) -> Manifest:
     counts: dict[str, int] = {}
     for row in labels:
         counts[row["label"]] = counts.get(row["label"], 0) + 1
-    return Manifest(stage="crawl", files=entries,
-                    stats={"pages": len(labels), "labels": counts, "crawl": CRAWL_ID,
-                           "labels_file": str(out_dir / "labels.jsonl")})
+    return Manifest(stage="crawl", files=entries, extras={"labels": file_entry(out_dir / "labels.jsonl")},
+                    stats={"pages": len(labels), "labels": counts, "crawl": CRAWL_ID})
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
-@stage_task("synthetic-crawl", "tasks.grammar")
+@stage_task("synthetic-crawl")
 def synthetic_crawl_task(work_dir: str, config: CrawlConfig) -> Manifest:
-    from tasks.store import stage_dir
-
-    return generate_crawl(config, stage_dir(work_dir, "crawl", input_key(config)))
+    return generate_crawl(config, output_dir(work_dir))

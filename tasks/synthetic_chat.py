@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import Field
 
 from tasks import grammar
-from tasks.store import Manifest, StageConfig, file_entry, stage_dir, write_text
+from tasks.store import Manifest, StageConfig, file_entry, write_text
 
 STAGE = "chat-data"
 IDENTITY = "I am crawl2chat, a small assistant trained on a web crawl."
@@ -155,9 +155,9 @@ def chat_file(manifest: Manifest, name: str) -> str:
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
-@stage_task("chat-data", "tasks.grammar")
+@stage_task("chat-data")
 def chat_data_task(work_dir: str, config: ChatDataConfig, world_seed: int) -> Manifest:
-    return write_chat_data(config, world_seed, stage_dir(work_dir, STAGE, input_key(config, world_seed)))
+    return write_chat_data(config, world_seed, output_dir(work_dir))

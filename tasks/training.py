@@ -14,9 +14,6 @@ from models import checkpoint as ckpt
 from models.engine import generate
 from tasks.store import Manifest, file_entry
 
-# The model code every training stage runs: part of their cache keys.
-MODEL_MODULES = ("models.gpt", "models.fused", "models.optim", "models.checkpoint", "models.engine")
-
 # Continuations the base model writes during pretraining and in the report card.
 BASE_PROMPTS = ["The town of", "Mara Quill is", "People in Velmora like"]
 
@@ -104,7 +101,8 @@ def checkpoint_manifest(stage: str, result: dict, info_keys: tuple[str, ...] = (
     """Describe a final checkpoint: its weights file carries the content digest."""
     path = Path(result["checkpoint"])
     info = {k: result[k] for k in (*info_keys, "resumed_from") if k in result}
-    stats = {k: v for k, v in result.items() if k not in info}
+    # Where the checkpoint lies is the files' business, not a statistic (stats enter digests).
+    stats = {k: v for k, v in result.items() if k not in info and k != "checkpoint"}
     return Manifest(stage=stage, files=[file_entry(path / ckpt.WEIGHTS), file_entry(path / ckpt.META)],
                     stats=stats, info=info)
 

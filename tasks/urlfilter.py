@@ -21,7 +21,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from pydantic import ConfigDict, Field
 
 from tasks.commoncrawl import SourceConfig, open_uri, warc_name
-from tasks.store import REJECT_SCHEMA, FileEntry, Manifest, StageConfig, reject, stage_dir, write_table
+from tasks.store import REJECT_SCHEMA, FileEntry, Manifest, StageConfig, reject, write_table
 
 KEPT_SCHEMA = pa.schema([("offset", pa.int64()), ("url", pa.string()), ("id", pa.string()),
                          ("date", pa.string())])
@@ -120,16 +120,15 @@ def filter_warc_urls(warc: FileEntry, out_dir: str | Path, config: UrlFilterConf
     removed: dict[str, dict[str, int]] = {}
     for r in rejected:
         removed.setdefault(r["reason"], {"docs": 0, "chars": 0})["docs"] += 1
-    return Manifest(stage=STAGE, files=[entry, warc],
-                    stats={"kept": len(kept), "removed": removed, "rejects_file": rejects.path})
+    return Manifest(stage=STAGE, files=[entry, warc], extras={"rejects": rejects},
+                    stats={"kept": len(kept), "removed": removed})
 
 
 # --- Prefect -------------------------------------------------------------------------------------
-from tasks.caching import input_key, stage_task  # noqa: E402
+from tasks.caching import output_dir, stage_task  # noqa: E402
 
 
 @stage_task("url-filter", packages=("fastwarc", "tldextract"), ignore=("source",))
 def url_filter_task(warc: Manifest, work_dir: str, config: UrlFilterConfig, lists: UrlLists,
                     source: SourceConfig) -> Manifest:
-    out_dir = stage_dir(work_dir, STAGE, input_key(warc, config, lists))
-    return filter_warc_urls(warc.files[0], out_dir, config, lists, source)
+    return filter_warc_urls(warc.files[0], output_dir(work_dir), config, lists, source)

@@ -4,7 +4,11 @@ and a rerun after a failure re-executes only the failed stage and what follows i
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+
 import pytest
+from prefect.results import ResultRecord
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.common import StageFailed
@@ -84,6 +88,95 @@ def test_rerun_with_nothing_changed_executes_nothing(first_run):
     assert state.is_completed()
     assert executed(by_stage) == set()
     assert cached(by_stage) == ALL_STAGES
+
+
+def only_folder(work, stage):
+    """The one output folder of a stage (these tests run before any config change adds a second)."""
+    folders = [p for p in (work / stage).iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_damaged_outputs_are_detected_and_recomputed(first_run):
+    """A truncated shard, a deleted final checkpoint and an edited file (same size): each stage whose
+    output was damaged re-executes, writes the same bytes again, and nothing else reruns."""
+    work, _, _ = first_run
+    shard = sorted(only_folder(work, "token-shards").glob("train-*"))[0]
+    shard_sha = shard.read_bytes()
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size // 2)
+    pretrain = only_folder(work, "pretrain")
+    final = sorted(pretrain.glob("step-*"))[-1]
+    weights_sha = sha(final / "model.safetensors")
+    shutil.rmtree(final)
+    chat = only_folder(work, "chat-data") / "sft_train.jsonl"
+    text = chat.read_text()
+    chat.write_text(text.replace("a", "e", 1))
+    assert len(chat.read_text()) == len(text)
+
+    state, by_stage = run(micro_config(work))
+    assert state.is_completed()
+    assert executed(by_stage) == {"token-shards", "pretrain", "chat-data"}
+    assert cached(by_stage) == ALL_STAGES - executed(by_stage)
+    assert shard.read_bytes() == shard_sha and chat.read_text() == text
+    assert sha(final / "model.safetensors") == weights_sha  # resumed from step 3, same weights at step 6
+
+
+def test_a_moved_or_copied_work_dir_reruns_nothing(first_run, tmp_path):
+    work, _, _ = first_run
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, copy_function=shutil.copy)  # new mtimes: every file is re-hashed
+    moved = work.with_name(work.name + "-moved")
+    work.rename(moved)  # so nothing can be read from the original place
+    try:
+        state, by_stage = run(micro_config(copy))
+    finally:
+        moved.rename(work)
+    assert state.is_completed()
+    assert executed(by_stage) == set()
+    # What the stages hand on (the results Prefect stores) names no path of the work dir.
+    for record in (copy / ".prefect-results").iterdir():
+        result = ResultRecord.deserialize(record.read_bytes()).result
+        assert str(work) not in repr(result) and str(copy) not in repr(result)
+
+
+def test_editing_a_module_reruns_the_stages_that_use_it_and_no_other(first_run, monkeypatch):
+    """models.reward is used by the reward model, RLHF and evaluation only."""
+    from tasks import caching
+
+    work, _, _ = first_run
+    real = caching.code_digest
+    monkeypatch.setattr(caching, "code_digest", lambda m: real(m) + ("-edited" if m == "models.reward" else ""))
+    state, by_stage = run(micro_config(work))
+    assert state.is_completed()
+    assert executed(by_stage) == {"reward-model", "rlhf", "evaluate"}
+    assert cached(by_stage) == ALL_STAGES - executed(by_stage)
+
+
+def test_reverting_a_code_change_is_a_verified_hit_on_the_original_output(first_run, monkeypatch):
+    """Change a stage's code (and so its output), rerun, revert: the reverted run is a cache hit on
+    the original files, which the changed code never touched."""
+    import tasks.quality
+    from tasks import caching
+
+    work, _, _ = first_run
+    before = {p: sha(p) for p in (work / "quality").rglob("*.parquet")}
+    real_digest, real_filter = caching.code_digest, tasks.quality.filter_quality
+    monkeypatch.setattr(caching, "code_digest", lambda m: real_digest(m) + ("-v2" if m == "tasks.quality" else ""))
+    monkeypatch.setattr(tasks.quality, "filter_quality",
+                        lambda docs, config: real_filter(docs[: len(docs) // 2], config))
+    state, by_stage = run(micro_config(work))
+    assert state.is_completed() and "quality" in executed(by_stage)
+    monkeypatch.undo()
+
+    state, by_stage = run(micro_config(work))
+    assert state.is_completed()
+    assert executed(by_stage) == set()
+    assert {p: sha(p) for p in before} == before
 
 
 def test_config_change_reruns_only_that_stage_and_downstream(first_run):

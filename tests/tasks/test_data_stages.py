@@ -75,7 +75,7 @@ def test_undecodable_body_is_rejected_not_crashed():
 
 
 def test_synthetic_pages_with_a_wrong_charset_are_recovered(small_crawl, tmp_path):
-    labels = {l["url"]: l["label"] for l in map(json.loads, Path(small_crawl.stats["labels_file"]).open())}
+    labels = {l["url"]: l["label"] for l in map(json.loads, Path(small_crawl.extras["labels"].path).open())}
     wrong = {u for u, label in labels.items() if label == "wrong_charset"}
     docs = [d for i, f in enumerate(small_crawl.files)
             for d in store.read_rows(extract_file(f.path, tmp_path / str(i)).files[0].path)]

@@ -19,7 +19,7 @@ def test_crawl_is_shaped_like_common_crawl(small_crawl):
         types = [r.record_type for r in ArchiveIterator(f, parse_http=False)]
     assert types[0] == WarcRecordType.warcinfo
     assert types.count(WarcRecordType.request) == types.count(WarcRecordType.response) == 60
-    lang_of = {row["url"]: row["lang"] for row in map(json.loads, Path(small_crawl.stats["labels_file"]).open())}
+    lang_of = {row["url"]: row["lang"] for row in map(json.loads, Path(small_crawl.extras["labels"].path).open())}
     with open(path, "rb") as f:
         charsets = [(r.http_charset, FOREIGN[lang_of[r.headers["WARC-Target-URI"]]][0]
                      if lang_of[r.headers["WARC-Target-URI"]] != "en" else "utf-8")
@@ -29,7 +29,7 @@ def test_crawl_is_shaped_like_common_crawl(small_crawl):
 
 
 def test_labels_cover_every_page_and_kind(small_crawl):
-    labels = [json.loads(l) for l in Path(small_crawl.stats["labels_file"]).read_text().splitlines()]
+    labels = [json.loads(l) for l in Path(small_crawl.extras["labels"].path).read_text().splitlines()]
     assert len(labels) == small_crawl.stats["pages"] == 120
     assert len({l["url"] for l in labels}) == len(labels)
     assert {l["label"] for l in labels} <= set(PAGE_MIX)
