@@ -4,7 +4,13 @@ Per record: the whole block is read and checked against its declared length (a t
 download is skipped and counted, never crashes the file), the HTTP headers are parsed, non-HTML
 responses are skipped, the payload is decoded by the declared charset (HTML's default, windows-1252,
 when none is declared and the bytes are not UTF-8), and trafilatura extracts the main text with
-settings that favour precision and carry no state from one document to the next.
+settings that favour precision and carry no state from one document to the next
+(tasks/html_text.py).
+
+The extractor runs in a child process (tasks/sandbox.py), one per WARC file, so a page that keeps
+it busy past `timeout_s`, even deep inside lxml's C code, is stopped: the child is killed, the page
+is counted as `timeout` (or `crashed`, if the extractor brings the child down) and the rest of the
+file goes on in a fresh child.
 """
 
 from __future__ import annotations
@@ -16,15 +22,17 @@ from pathlib import Path
 from typing import Literal
 
 import charset_normalizer
-import trafilatura
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from pydantic import Field
 
 from tasks.commoncrawl import SourceConfig, open_uri, warc_name
+from tasks.sandbox import Sandbox, SandboxCrashed, SandboxTimeout
 from tasks.store import Manifest, StageConfig, read_rows, reject, write_shard
-from tasks.timelimit import TimeLimitExceeded, Watchdog
 
 STAGE = "extract"
+
+# The function the sandbox child runs; it imports only the extractors, so a child starts quickly.
+TEXT_EXTRACTOR = "tasks.html_text:extract_text"
 
 
 class ExtractConfig(StageConfig):
@@ -79,20 +87,15 @@ def decode_html(body: bytes, content_type: str) -> str:
     return str(best)
 
 
-def extract_text(html: str, url: str, config: ExtractConfig) -> str:
-    """The main text of a page. Both extractors see one document at a time and keep no state
-    between documents (trafilatura's cross-document deduplication is off), so output never
-    depends on the order or the grouping of pages."""
-    if config.extractor == "resiliparse":
-        from resiliparse.extract.html2text import extract_plain_text
-
-        text = extract_plain_text(html, main_content=True, alt_texts=False, links=False, form_fields=False)
-    else:
-        text = trafilatura.extract(
-            html, url=url, favor_precision=config.favor_precision, include_comments=False,
-            include_tables=config.include_tables, deduplicate=False, with_metadata=False,
-        )
-    return (text or "").strip()
+def extract_in_sandbox(sandbox: Sandbox, html: str, url: str, config: ExtractConfig) -> str:
+    """The page's main text, computed in the sandbox's child under its time limit."""
+    try:
+        return sandbox.call(html, url, extractor=config.extractor, favor_precision=config.favor_precision,
+                            include_tables=config.include_tables)
+    except SandboxTimeout:
+        raise BadRecord("timeout") from None
+    except SandboxCrashed:
+        raise BadRecord("crashed") from None
 
 
 def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_dir: str | Path,
@@ -100,7 +103,8 @@ def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_d
     """Extract the text of the records at `keep_offsets` from one WARC file."""
     name = warc_name(warc_uri)
     kept, rejected = [], []
-    with open_uri(warc_uri, source) as stream, Watchdog() as watchdog:
+    # The sandbox first, so that its child starts while the file is being opened.
+    with Sandbox(TEXT_EXTRACTOR, limit_s=config.timeout_s) as sandbox, open_uri(warc_uri, source) as stream:
         for record in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=False):
             meta = keep_offsets.get(record.stream_pos)
             if meta is None:
@@ -117,11 +121,7 @@ def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_d
                 if "html" not in content_type.lower():
                     raise BadRecord("not_html")
                 html = decode_html(body, content_type)
-                try:
-                    with watchdog.limit(config.timeout_s):
-                        doc["text"] = extract_text(html, doc["url"], config)
-                except TimeLimitExceeded:
-                    raise BadRecord("timeout") from None
+                doc["text"] = extract_in_sandbox(sandbox, html, doc["url"], config)
                 if len(doc["text"]) < max(config.min_chars, 1):
                     raise BadRecord("no_text")
             except BadRecord as err:

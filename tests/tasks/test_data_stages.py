@@ -170,28 +170,3 @@ def test_resiliparse_extractor_drops_boilerplate_like_trafilatura(small_crawl, t
     assert out["resiliparse"].keys() == out["trafilatura"].keys()
     for text in out["resiliparse"].values():
         assert "Privacy policy" not in text and "Log in" not in text
-
-
-def test_a_page_over_the_time_limit_is_skipped_and_counted(small_crawl, tmp_path, monkeypatch):
-    import time
-
-    real = extract.extract_text
-
-    def slow_for_one(html, url, config):
-        if url == first_url:
-            end = time.monotonic() + 10
-            while time.monotonic() < end:  # a pathological page
-                pass
-        return real(html, url, config)
-
-    path = small_crawl.files[0].path
-    urls = urlfilter.filter_warc_urls(store.file_entry(path), tmp_path, urlfilter.UrlFilterConfig(),
-                                      urlfilter.UrlLists())
-    rows = store.read_rows(urls.files[0].path)
-    first_url = rows[0]["url"]
-    monkeypatch.setattr(extract, "extract_text", slow_for_one)
-    started = time.monotonic()
-    m = extract.extract_warc(path, {r["offset"]: r for r in rows}, "T", tmp_path, extract.ExtractConfig(timeout_s=0.2))
-    assert time.monotonic() - started < 8
-    assert m.stats["removed"]["timeout"]["docs"] == 1
-    assert m.stats["kept"] > 10
