@@ -7,7 +7,7 @@ when none is declared and the bytes are not UTF-8), and trafilatura extracts the
 settings that favour precision and carry no state from one document to the next
 (tasks/html_text.py).
 
-The extractor runs in a child process (tasks/sandbox.py), one per WARC file, so a page that keeps
+The extractor runs in a child process (tasks/sandbox.py), reused from file to file, so a page that keeps
 it busy past `timeout_s`, even deep inside lxml's C code, is stopped: the child is killed, the page
 is counted as `timeout` (or `crashed`, if the extractor brings the child down) and the rest of the
 file goes on in a fresh child.
@@ -26,13 +26,15 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from pydantic import Field
 
 from tasks.commoncrawl import SourceConfig, open_uri, warc_name
-from tasks.sandbox import Sandbox, SandboxCrashed, SandboxTimeout
+from tasks import html_text
+from tasks.sandbox import Sandbox, SandboxCrashed, SandboxTimeout, borrowed_sandbox
 from tasks.store import Manifest, StageConfig, read_rows, reject, write_shard
 
 STAGE = "extract"
 
 # The function the sandbox child runs; it imports only the extractors, so a child starts quickly.
-TEXT_EXTRACTOR = "tasks.html_text:extract_text"
+# Named through the imported module, so the import graph (and with it the cache key) covers it.
+TEXT_EXTRACTOR = f"{html_text.__name__}:{html_text.extract_text.__name__}"
 
 
 class ExtractConfig(StageConfig):
@@ -103,8 +105,8 @@ def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_d
     """Extract the text of the records at `keep_offsets` from one WARC file."""
     name = warc_name(warc_uri)
     kept, rejected = [], []
-    # The sandbox first, so that its child starts while the file is being opened.
-    with Sandbox(TEXT_EXTRACTOR, limit_s=config.timeout_s) as sandbox, open_uri(warc_uri, source) as stream:
+    # The sandbox first, so that a new child starts while the file is being opened.
+    with borrowed_sandbox(TEXT_EXTRACTOR, config.timeout_s) as sandbox, open_uri(warc_uri, source) as stream:
         for record in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=False):
             meta = keep_offsets.get(record.stream_pos)
             if meta is None:

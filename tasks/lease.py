@@ -459,3 +459,11 @@ def hold_work_dir(work_dir: str | os.PathLike, *, wait: float = 0, label: str = 
             if holds.count == 0 and holds.lease is lease:
                 holds.lease = None
                 lease._release()
+
+
+def held_lease(work_dir: str | os.PathLike) -> Lease | None:
+    """This process's lease of `work_dir`, if it holds one (for a check before new writes)."""
+    with _holds_lock:
+        holds = _holds.get(Path(work_dir).resolve() / LEASE_NAME)
+    lease = holds.lease if holds else None
+    return lease if lease is not None and lease.holder.pid == os.getpid() else None

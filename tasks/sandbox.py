@@ -23,6 +23,8 @@ segfault, os._exit) raises `SandboxCrashed`. Either way the next call starts a f
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
 import os
 import pickle
@@ -31,10 +33,11 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 # The longest a child may take to import its function; past it the sandbox gives up (SandboxError).
 # Generous: importing is not the call being limited, and a loaded machine can be slow at it.
@@ -119,6 +122,7 @@ class Sandbox:
         self.start_limit_s = start_limit_s
         self._child: subprocess.Popen | None = None
         self._ready = False  # the child has imported the function and waits for requests
+        self.owner_pid = os.getpid()
 
     def __enter__(self) -> "Sandbox":
         self._start_child()
@@ -202,6 +206,44 @@ class Sandbox:
         child.stdin.close()
         child.stdout.close()
         return child.returncode
+
+
+# --- Reuse within a process ---------------------------------------------------------------------
+# A child costs about 0.35 s to start (Python, the extractor, its word lists), and a data worker
+# extracts many WARC files one after another: so a child that finished a file in good health waits,
+# idle, for the next file of the same process. An idle child blocks on its stdin, which closes when
+# this process ends, however it ends; the child then exits.
+
+_idle: dict[str, list[Sandbox]] = {}
+_idle_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def borrowed_sandbox(target: str, limit_s: float) -> Iterator[Sandbox]:
+    """A started Sandbox for `target`, an idle one of this process if there is one; returned to the
+    idle ones after the block, or stopped if the block raised."""
+    with _idle_lock:
+        idle = [s for s in _idle.pop(target, []) if s.owner_pid == os.getpid()]  # not a forked parent's
+        sandbox = idle.pop() if idle else None
+        _idle[target] = idle
+    if sandbox is None:
+        sandbox = Sandbox(target, limit_s).__enter__()
+    sandbox.limit_s = limit_s
+    try:
+        yield sandbox
+    except BaseException:
+        sandbox.close()
+        raise
+    with _idle_lock:
+        _idle.setdefault(target, []).append(sandbox)
+
+
+@atexit.register
+def _stop_idle_children() -> None:
+    with _idle_lock:
+        for sandbox in (s for group in _idle.values() for s in group if s.owner_pid == os.getpid()):
+            sandbox.close()
+        _idle.clear()
 
 
 def describe_exit(returncode: int) -> str:

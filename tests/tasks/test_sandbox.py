@@ -155,3 +155,19 @@ def test_leaving_the_sandbox_stops_and_reaps_the_child():
         child = sandbox.pid
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+def test_a_borrowed_sandbox_is_reused_by_the_next_borrower_unless_it_failed():
+    from tasks.sandbox import borrowed_sandbox
+
+    with borrowed_sandbox("math:sqrt", 5.0) as first:
+        assert first.call(4.0) == 2.0
+        pid = first.pid
+    with borrowed_sandbox("math:sqrt", 5.0) as second:
+        assert second.pid == pid  # the idle child, not a new one
+    with pytest.raises(RuntimeError):
+        with borrowed_sandbox("math:sqrt", 5.0) as third:
+            raise RuntimeError("the caller failed")
+    assert third.pid is None  # stopped, not kept
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
