@@ -32,9 +32,10 @@ class _StageFailureWithoutTraceback(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from flows.common import StageFailed
+        from flows.common import MachineUnfit, StageFailed
+        from tasks.lease import LeaseLost, WorkDirBusy
 
-        if record.exc_info and isinstance(record.exc_info[1], StageFailed):
+        if record.exc_info and isinstance(record.exc_info[1], (StageFailed, MachineUnfit, WorkDirBusy, LeaseLost)):
             record.msg = f"{record.getMessage().splitlines()[0]}"
             record.args, record.exc_info, record.exc_text = (), None, None
         return True
@@ -42,6 +43,21 @@ class _StageFailureWithoutTraceback(logging.Filter):
 
 def cmd_run(args) -> int:
     config = _config(args)
+    from flows.common import MachineUnfit, check_machine
+    from tasks.lease import WorkDirBusy, hold_work_dir
+
+    # Before any work, and before Prefect starts: a machine that lacks what the config asks for,
+    # or a work dir another run is writing, is one line. The pipeline flow holds the same lease
+    # again (reentrant within this process).
+    try:
+        check_machine(config)
+        with hold_work_dir(config.work_dir, label="crawl2chat run"):
+            return _run_pipeline(config)
+    except (MachineUnfit, WorkDirBusy) as refusal:
+        sys.exit(f"crawl2chat: {refusal}")
+
+
+def _run_pipeline(config) -> int:
     from flows.common import StageFailed
     from flows.pipeline import pipeline
     from flows.runs import summarize, task_states

@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
-from flows.common import StageFailed, in_work_dir, resolve, work_path
+from flows.common import StageFailed, in_work_dir, owned_work_dir, resolve
 from flows.config import PipelineConfig
 from flows.runners import make_task_runner
 from tasks.accounting import accounting_task
@@ -80,37 +80,37 @@ def run_data_flow(config: PipelineConfig) -> DataResult:
 def data_flow(config: PipelineConfig) -> DataResult:
     """Build the clean document set from the crawl."""
     logger = get_run_logger()
-    work = str(work_path(config.work_dir))
-    cfg = config.data
-    if cfg.source.kind == "synthetic":
-        crawl = resolve("synthetic-crawl", in_work_dir(synthetic_crawl_task, work).submit(work, cfg.crawl))
-    else:
-        crawl = resolve("crawl-source", in_work_dir(source_task, work).submit(cfg.source))
-    files = per_file(crawl)
-    logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
+    with owned_work_dir(config, check_devices=False) as work:
+        cfg = config.data
+        if cfg.source.kind == "synthetic":
+            crawl = resolve("synthetic-crawl", in_work_dir(synthetic_crawl_task, work).submit(work, cfg.crawl))
+        else:
+            crawl = resolve("crawl-source", in_work_dir(source_task, work).submit(cfg.source))
+        files = per_file(crawl)
+        logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
 
-    lists = load_url_lists(cfg.urlfilter)
-    urls = resolve("url-filter", in_work_dir(url_filter_task, work).map(
-        files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter), lists=unmapped(lists),
-        source=unmapped(cfg.source)))
-    extracted = resolve("extract", in_work_dir(extract_task, work).map(
-        urls, crawl=unmapped(crawl.stats["crawl"]), work_dir=unmapped(work), config=unmapped(cfg.extract),
-        source=unmapped(cfg.source)))
-    langs = resolve("langid", in_work_dir(langid_task, work).map(
-        extracted, work_dir=unmapped(work), config=unmapped(cfg.langid)))
-    good = resolve("quality", in_work_dir(quality_task, work).map(
-        langs, work_dir=unmapped(work), config=unmapped(cfg.quality)))
-    scrubbed = resolve("pii", in_work_dir(pii_task, work).map(good, work_dir=unmapped(work), config=unmapped(cfg.pii)))
-    docs, index = dedup(config, work, scrubbed)
-    logger.info("dedup index of this run (for dedup.previous_index of a later one): %s",
-                index.located(work).files[0].path)
+        lists = load_url_lists(cfg.urlfilter)
+        urls = resolve("url-filter", in_work_dir(url_filter_task, work).map(
+            files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter), lists=unmapped(lists),
+            source=unmapped(cfg.source)))
+        extracted = resolve("extract", in_work_dir(extract_task, work).map(
+            urls, crawl=unmapped(crawl.stats["crawl"]), work_dir=unmapped(work), config=unmapped(cfg.extract),
+            source=unmapped(cfg.source)))
+        langs = resolve("langid", in_work_dir(langid_task, work).map(
+            extracted, work_dir=unmapped(work), config=unmapped(cfg.langid)))
+        good = resolve("quality", in_work_dir(quality_task, work).map(
+            langs, work_dir=unmapped(work), config=unmapped(cfg.quality)))
+        scrubbed = resolve("pii", in_work_dir(pii_task, work).map(good, work_dir=unmapped(work), config=unmapped(cfg.pii)))
+        docs, index = dedup(config, work, scrubbed)
+        logger.info("dedup index of this run (for dedup.previous_index of a later one): %s",
+                    index.located(work).files[0].path)
 
-    stages = {"urlfilter": urls, "extract": extracted, "langid": langs, "quality": good, "dedup": docs}
-    accounting = resolve("data-accounting", in_work_dir(accounting_task, work).submit(stages, crawl, work))
-    publish_accounting(accounting, work)
-    kept, pages = accounting.stats["final_docs"], accounting.stats["input_docs"]
-    logger.info("data: %d of %d pages kept", kept, pages)
-    if kept == 0:
-        raise StageFailed(f"stage 'data' produced no documents: nothing of the {pages} pages "
-                          "survived the filters (see the data-removed artifact)")
-    return DataResult(crawl=crawl, docs=docs, accounting=accounting, dedup_index=index)
+        stages = {"urlfilter": urls, "extract": extracted, "langid": langs, "quality": good, "dedup": docs}
+        accounting = resolve("data-accounting", in_work_dir(accounting_task, work).submit(stages, crawl, work))
+        publish_accounting(accounting, work)
+        kept, pages = accounting.stats["final_docs"], accounting.stats["input_docs"]
+        logger.info("data: %d of %d pages kept", kept, pages)
+        if kept == 0:
+            raise StageFailed(f"stage 'data' produced no documents: nothing of the {pages} pages "
+                              "survived the filters (see the data-removed artifact)")
+        return DataResult(crawl=crawl, docs=docs, accounting=accounting, dedup_index=index)

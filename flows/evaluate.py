@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import in_work_dir, resolve, work_path
+from flows.common import in_work_dir, owned_work_dir, resolve
 from flows.config import PipelineConfig
 from flows.data import DataResult
 from flows.tokenizer import TokenizerResult
@@ -22,32 +22,32 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
                   models: TrainResult | None = None) -> str:
     """Write <work>/report.md and the report-card artifact; return the report's path.
     Missing inputs come from the upstream flows (cached when nothing changed)."""
-    if data is None:
-        from flows.data import run_data_flow
+    with owned_work_dir(config) as work:
+        if data is None:
+            from flows.data import run_data_flow
 
-        data = run_data_flow(config)
-    if tokens is None:
-        from flows.tokenizer import tokenizer_flow
+            data = run_data_flow(config)
+        if tokens is None:
+            from flows.tokenizer import tokenizer_flow
 
-        tokens = tokenizer_flow(config, data.docs)
-    if models is None:
-        from flows.train import train_flow
+            tokens = tokenizer_flow(config, data.docs)
+        if models is None:
+            from flows.train import train_flow
 
-        models = train_flow(config, tokens)
-    work = str(work_path(config.work_dir))
-    manifests = {"accounting": data.accounting, "tokenizer": tokens.tokenizer, "shards": tokens.shards,
-                 "chat_data": models.chat_data, "pretrain": models.base, "sft": models.sft,
-                 "reward": models.reward, "rlhf": models.rlhf}
-    result = resolve("evaluate", in_work_dir(evaluate_task, work).submit(manifests, work, config.evaluate))
-    # The report card and its plots, copied to the top of the work dir where users look.
-    for entry in result.located(work).files:
-        with atomic_path(Path(work) / Path(entry.path).name) as tmp:
-            shutil.copyfile(entry.path, tmp)
-    source = Path(result.located(work).files[0].path)
-    report = Path(work) / "report.md"
-    # Where the latest models are, for `crawl2chat chat`: relative to the work dir, like manifests.
-    write_json(Path(work) / "models.json", {name: Path(m.files[0].path).parent.as_posix() for name, m in
-                                            (("base", models.base), ("sft", models.sft), ("rlhf", models.rlhf))}
-               | {"tokenizer": tokens.tokenizer.files[0].path})
-    create_markdown_artifact(source.read_text(), key="report-card", description="crawl2chat report card")
-    return str(report)
+            models = train_flow(config, tokens)
+        manifests = {"accounting": data.accounting, "tokenizer": tokens.tokenizer, "shards": tokens.shards,
+                     "chat_data": models.chat_data, "pretrain": models.base, "sft": models.sft,
+                     "reward": models.reward, "rlhf": models.rlhf}
+        result = resolve("evaluate", in_work_dir(evaluate_task, work).submit(manifests, work, config.evaluate))
+        # The report card and its plots, copied to the top of the work dir where users look.
+        for entry in result.located(work).files:
+            with atomic_path(Path(work) / Path(entry.path).name) as tmp:
+                shutil.copyfile(entry.path, tmp)
+        source = Path(result.located(work).files[0].path)
+        report = Path(work) / "report.md"
+        # Where the latest models are, for `crawl2chat chat`: relative to the work dir, like manifests.
+        write_json(Path(work) / "models.json", {name: Path(m.files[0].path).parent.as_posix() for name, m in
+                                                (("base", models.base), ("sft", models.sft), ("rlhf", models.rlhf))}
+                   | {"tokenizer": tokens.tokenizer.files[0].path})
+        create_markdown_artifact(source.read_text(), key="report-card", description="crawl2chat report card")
+        return str(report)

@@ -12,7 +12,7 @@ import contextlib
 from prefect import flow
 from pydantic import BaseModel
 
-from flows.common import in_work_dir, resolve, work_path
+from flows.common import in_work_dir, owned_work_dir, resolve
 from flows.config import PipelineConfig
 from flows.tokenizer import TokenizerResult
 from tasks.pretrain import pretrain_task
@@ -45,20 +45,20 @@ def gpu_slot(config: PipelineConfig):
 @flow(name="train")
 def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) -> TrainResult:
     """Pretrain, then post-train. Without `tokens`, the tokenizer flow supplies them (cached)."""
-    if tokens is None:
-        from flows.tokenizer import tokenizer_flow
+    with owned_work_dir(config) as work:
+        if tokens is None:
+            from flows.tokenizer import tokenizer_flow
 
-        tokens = tokenizer_flow(config)
-    work = str(work_path(config.work_dir))
-    cfg = config.train
-    chat_data = resolve("chat-data", in_work_dir(chat_data_task, work).submit(
-        work, cfg.chat_data, config.data.crawl.seed))
-    with gpu_slot(config):
-        base = resolve("pretrain", in_work_dir(pretrain_task, work).submit(
-            tokens.shards, tokens.tokenizer, work, cfg.pretrain))
-        sft = resolve("sft", in_work_dir(sft_task, work).submit(base, tokens.tokenizer, chat_data, work, cfg.sft))
-        reward = resolve("reward-model", in_work_dir(reward_task, work).submit(
-            sft, tokens.tokenizer, chat_data, work, cfg.reward))
-        rlhf = resolve("rlhf", in_work_dir(rlhf_task, work).submit(
-            sft, reward, tokens.tokenizer, chat_data, work, cfg.rlhf))
-    return TrainResult(chat_data=chat_data, base=base, sft=sft, reward=reward, rlhf=rlhf)
+            tokens = tokenizer_flow(config)
+        cfg = config.train
+        chat_data = resolve("chat-data", in_work_dir(chat_data_task, work).submit(
+            work, cfg.chat_data, config.data.crawl.seed))
+        with gpu_slot(config):
+            base = resolve("pretrain", in_work_dir(pretrain_task, work).submit(
+                tokens.shards, tokens.tokenizer, work, cfg.pretrain))
+            sft = resolve("sft", in_work_dir(sft_task, work).submit(base, tokens.tokenizer, chat_data, work, cfg.sft))
+            reward = resolve("reward-model", in_work_dir(reward_task, work).submit(
+                sft, tokens.tokenizer, chat_data, work, cfg.reward))
+            rlhf = resolve("rlhf", in_work_dir(rlhf_task, work).submit(
+                sft, reward, tokens.tokenizer, chat_data, work, cfg.rlhf))
+        return TrainResult(chat_data=chat_data, base=base, sft=sft, reward=reward, rlhf=rlhf)

@@ -74,6 +74,27 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def device_problem(requested: str) -> str | None:
+    """Why `requested` names no device of this machine (None when it does, or for "auto")."""
+    if requested == "auto":
+        return None
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        return f"{requested!r} is not a device name (auto, cpu, cuda, cuda:N or mps)"
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return f"{requested!r} asks for a GPU, but torch {torch.__version__} sees no CUDA device here"
+        if device.index is not None and device.index >= count:
+            return f"{requested!r} asks for GPU {device.index}, but this machine has {count}"
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        return f"{requested!r} asks for Apple's GPU, which this machine does not have"
+    elif device.type not in ("cpu", "cuda", "mps"):
+        return f"{requested!r} is not a device crawl2chat trains on (cpu, cuda or mps)"
+    return None
+
+
 def load_gpt(path: str | Path, device: torch.device | str = "cpu"):
     """Rebuild a GPT from a checkpoint directory (its config lives in meta.json)."""
     from models.gpt import GPT, GPTConfig

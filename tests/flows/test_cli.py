@@ -64,3 +64,43 @@ def test_run_where_nothing_survives_ends_with_one_line_naming_the_stage(tmp_path
     assert "Traceback" not in proc.stdout + proc.stderr
     ours = [line for line in proc.stderr.splitlines() if line.startswith("crawl2chat:")]
     assert len(ours) == 1 and ours[0].startswith("crawl2chat: stage 'data' produced no documents")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_a_device_the_machine_lacks_is_one_line_before_any_work(tmp_path):
+    work = tmp_path / "work"
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--work-dir", str(work),
+                           "--set", "train.rlhf.device=cuda"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "crawl2chat: machine check: train.rlhf.device 'cuda' asks for a GPU, but torch "
+        f"{__import__('torch').__version__} sees no CUDA device here"]
+    assert not work.exists() or not any(p.is_dir() for p in work.iterdir())  # no stage started
+
+
+def test_gpus_for_torchrun_are_counted(monkeypatch):
+    import torch
+
+    from flows.common import machine_problems
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    config = load_config("tiny", parse_override("train.pretrain.nproc=8"))
+    assert machine_problems(config) == ["train.pretrain.nproc is 8, but this machine has 2 GPU(s)"]
+    assert machine_problems(load_config("tiny", parse_override("train.sft.device=cuda:3"))) == [
+        "train.sft.device 'cuda:3' asks for GPU 3, but this machine has 2"]
+    assert machine_problems(load_config("tiny")) == []
+
+
+def test_a_work_dir_in_use_is_refused_with_one_line_naming_its_holder(tmp_path):
+    from tasks.lease import hold_work_dir
+
+    work = tmp_path / "work"
+    with hold_work_dir(work, label="another run"):
+        proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--work-dir", str(work)],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"crawl2chat: work dir {work} is in use by pid {__import__('os').getpid()} on host ")
+    assert "(another run)" in line
+    assert not any(p.is_dir() for p in work.iterdir())  # it wrote nothing

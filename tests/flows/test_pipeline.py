@@ -261,3 +261,35 @@ def test_pretraining_killed_mid_run_resumes_from_its_last_checkpoint(first_run, 
     assert state.is_completed() and "Completed" in by_stage["pretrain"]
     assert results[0]["resumed_from"] == 3  # checkpoint_every=3: step 3 was the last complete one
     assert len(results[0]["history"]["train_loss"]) == 8
+
+
+def flow_run_logs(flow_run_id) -> list[tuple[int, str]]:
+    """(level, message) of a flow run's logs, oldest first, as the UI shows them."""
+    import time
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    deadline, logs = time.monotonic() + 10, []
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            if any(log.level >= 40 for log in logs):
+                break
+            time.sleep(0.2)
+    return [(log.level, log.message) for log in sorted(logs, key=lambda log: log.timestamp)]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_a_device_the_machine_lacks_fails_the_flow_before_any_stage_with_the_cause_first(harness, tmp_path):
+    from flows.common import MachineUnfit
+
+    state, by_stage = run(micro_config(tmp_path, train={"rlhf": {"device": "cuda"}}))
+    assert state.is_failed() and by_stage == {}
+    with pytest.raises(MachineUnfit):
+        state.result()
+    errors = [message for level, message in flow_run_logs(state.state_details.flow_run_id) if level >= 40]
+    assert errors[0].startswith("crawl2chat: machine check: train.rlhf.device 'cuda' asks for a GPU")
+    assert "\n" not in errors[0]
