@@ -123,7 +123,8 @@ def train_rlhf(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows:
         if progress is not None:
             progress({"step": step + 1, "steps": config.steps, "loss": loss.item()})
     after = evaluate_policy(policy, reference, reward_model, chat, eval_rows, config, device)
-    return {"checkpoint": str(ckpt.latest_checkpoint(out_dir)), "before": before, "after": after, "curve": curve}
+    return {"checkpoint": str(ckpt.latest_checkpoint(out_dir)), "before": before, "after": after, "curve": curve,
+            "resumed_from": start}
 
 
 # --- Prefect -------------------------------------------------------------------------------------
