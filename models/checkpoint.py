@@ -7,6 +7,7 @@ so a crash never leaves one that looks complete. Only the last `keep` are kept.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -52,6 +53,25 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 def latest_checkpoint(root: str | Path) -> Path | None:
     found = list_checkpoints(root)
     return found[-1] if found else None
+
+
+def resume_latest(root: str | Path, model: torch.nn.Module, optimizer) -> dict | None:
+    """Load the newest checkpoint under `root` that loads whole into `model` and `optimizer`, and
+    return its metadata (None when there is none). A checkpoint that fails to load (a file damaged
+    after it was written) is set aside as `.broken-step-N`, so it is never picked again, and the one
+    before it is tried: a damaged checkpoint costs the steps since the previous one, not the run."""
+    for path in reversed(list_checkpoints(root)):
+        try:
+            load_weights(path, model)
+            load_optimizer(path, optimizer)
+            return read_meta(path)
+        except Exception as err:  # noqa: BLE001 - any failure to load means: not usable
+            aside = path.with_name(f".broken-{path.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(path, aside)
+            logging.getLogger(__name__).warning("checkpoint %s does not load (%s: %s); set aside as %s",
+                                                path, type(err).__name__, str(err)[:200], aside.name)
+    return None
 
 
 def read_meta(path: str | Path) -> dict:

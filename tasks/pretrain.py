@@ -158,11 +158,8 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.muon_lr, config.weight_decay)
 
     start, history = 0, empty_history()
-    resume = ckpt.latest_checkpoint(run_dir)
-    if resume is not None:
-        ckpt.load_weights(resume, model)
-        ckpt.load_optimizer(resume, optimizer)
-        meta = ckpt.read_meta(resume)
+    meta = ckpt.resume_latest(run_dir, model, optimizer)
+    if meta is not None:
         start, history = meta["step"], meta["history"]
         loader.load_state(meta["data_position"])
         torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))

@@ -94,11 +94,8 @@ def train_rlhf(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows:
     meta = {"model": ckpt.read_meta(sft_dir)["model"], "stage": STAGE}
     start, curve = 0, []
     before = evaluate_policy(policy, reference, reward_model, chat, eval_rows, config, device)
-    resume = ckpt.latest_checkpoint(out_dir)
-    if resume is not None:  # a crashed run goes on from its last complete checkpoint
-        ckpt.load_weights(resume, policy)
-        ckpt.load_optimizer(resume, optimizer)
-        saved = ckpt.read_meta(resume)
+    saved = ckpt.resume_latest(out_dir, policy, optimizer)
+    if saved is not None:  # a crashed run goes on from its last complete checkpoint
         start, curve = saved["step"], saved["curve"]
     policy.train()
     for step in range(start, config.steps):

@@ -44,6 +44,20 @@ def test_resume_reproduces_the_uninterrupted_run(token_shards, tokenizer_path, t
     assert resumed["val_bpb"] == full["val_bpb"]
 
 
+def test_a_damaged_last_checkpoint_is_set_aside_and_the_one_before_resumes(token_shards, tokenizer_path, tmp_path):
+    train, val = token_shards
+    cfg = pretrain.PretrainConfig(steps=10, **MICRO)
+    full = pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "full")
+    with pytest.raises(Crash):
+        pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "resumed", crash_at(8))
+    weights = ckpt.latest_checkpoint(tmp_path / "resumed") / ckpt.WEIGHTS  # step 6's
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    resumed = pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "resumed")
+    assert resumed["resumed_from"] == 3
+    assert resumed["history"]["train_loss"] == full["history"]["train_loss"]
+    assert (tmp_path / "resumed" / ".broken-step-000006").is_dir()
+
+
 def test_samples_and_tensorboard_events_at_each_evaluation(token_shards, tokenizer_path, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
