@@ -1,0 +1,451 @@
+"""The deployments against a real Prefect server: `prefect server start` and `crawl2chat serve` run as
+subprocesses, and the tests talk to them only through the API, as the UI does.
+
+* the server's scheduler creates the data refresh's weekly runs (a scheduler bug once went unnoticed);
+* a run triggered through the API with parameters is executed by the served process, with them;
+* a failed run retried the way the UI's "Retry" button does (the same flow run set to Scheduled /
+  "AwaitingRetry", force) re-executes only the failed stage and those after it: the rest are cache hits;
+* a run whose process is SIGKILLed mid-pretraining ends Crashed, and its retry resumes pretraining
+  from the last checkpoint.
+
+Prefect 3.9.1 behaviours these tests rely on (read from its source, seen against a live server):
+* `serve` starts each flow run as `python -m prefect.engine` in a child process of the serve
+  process, with PREFECT__FLOW_RUN_ID in its environment; the flow run's `infrastructure_pid` stays
+  empty (only workers set it). When that process dies of a signal, the runner reports Crashed.
+* A retried flow run keeps its id and its first attempt's task runs; subflows whose result is not
+  persisted run again as new subflow runs, and an interrupted one is reattached. So the attempts are
+  told apart by time: a task run belongs to the retry when it was created (expected_start_time)
+  after the AwaitingRetry state.
+
+Linux only (processes are found through /proc). The whole module takes about two minutes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import pytest
+import yaml
+
+from flows.config import deep_merge
+from tests.flows.test_pipeline import ALL_STAGES, MICRO
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes through /proc")
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOYMENTS = {"crawl2chat/full-pipeline", "data-refresh/data-refresh", "data/data", "tokenizer/tokenizer",
+               "train/train", "evaluate/evaluate"}
+SERVER_STARTUP_S = 120
+SERVE_STARTUP_S = 90
+RUN_S = 240  # one pipeline run on the micro config takes ~15 s on two idle cores
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            parent = _ppid(int(entry.name))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry.name))
+    out, frontier = [], [pid]
+    while frontier:
+        frontier = [c for p in frontier for c in children.get(p, [])]
+        out += frontier
+    return out
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def flow_run_process(serve_pid: int, flow_run_id: UUID) -> int | None:
+    """The process executing the flow run: the serve process's child started with its id."""
+    for pid in descendants(serve_pid):
+        if _environ(pid).get("PREFECT__FLOW_RUN_ID") == str(flow_run_id):
+            return pid
+    return None
+
+
+def _alive(pid: int) -> bool:
+    """Running or sleeping; a zombie left to init counts as gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    """Terminate the process group (then kill it), and any descendant that left the group; reap all."""
+    if proc is None:
+        return
+    stray = descendants(proc.pid)
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    for pid in stray:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in stray) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# --- the server and the served deployments -------------------------------------------------------
+
+class Live:
+    """Handles on the running server and serve process, for the tests."""
+
+    def __init__(self, api_url: str, tmp: Path, server: subprocess.Popen, server_log: Path):
+        self.api_url, self.tmp, self.server, self.server_log = api_url, tmp, server, server_log
+        self.serve: subprocess.Popen | None = None
+        self.serve_log = tmp / "serve.log"
+        self.preset_work = tmp / "preset-work"
+
+    def logs(self) -> str:
+        return (f"\n--- serve log (tail) ---\n{tail(self.serve_log)}"
+                f"\n--- server log (tail) ---\n{tail(self.server_log, 15)}")
+
+
+def _wait_for_health(live: Live) -> None:
+    deadline = time.monotonic() + SERVER_STARTUP_S
+    while time.monotonic() < deadline:
+        if live.server.poll() is not None:
+            pytest.fail(f"`prefect server start` exited with code {live.server.returncode} before it was "
+                        f"healthy:\n{tail(live.server_log)}")
+        try:
+            if httpx.get(f"{live.api_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"the Prefect server did not answer {live.api_url}/health within {SERVER_STARTUP_S} s:\n"
+                f"{tail(live.server_log)}")
+
+
+def _wait_for_deployments(live: Live) -> None:
+    deadline = time.monotonic() + SERVE_STARTUP_S
+    found: set[str] = set()
+    while time.monotonic() < deadline:
+        if live.serve.poll() is not None:
+            pytest.fail(f"`crawl2chat serve` exited with code {live.serve.returncode}:{live.logs()}")
+        found = {name for name in DEPLOYMENTS
+                 if httpx.get(f"{live.api_url}/deployments/name/{name}", timeout=5).status_code == 200}
+        if found == DEPLOYMENTS:
+            return
+        time.sleep(1)
+    pytest.fail(f"`crawl2chat serve` did not create the deployments within {SERVE_STARTUP_S} s; "
+                f"missing: {sorted(DEPLOYMENTS - found)}{live.logs()}")
+
+
+def _env(**updates: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(updates)
+    return env
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    tmp = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    home = tmp / "prefect-home"
+    common = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server_log = tmp / "server.log"
+    server = None
+    live = None
+    try:
+        with open(server_log, "wb") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                env=_env(**common), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=tmp)
+        live = Live(api_url, tmp, server, server_log)
+        _wait_for_health(live)
+
+        preset = tmp / "micro.yaml"
+        preset.write_text(yaml.safe_dump({**MICRO, "work_dir": str(live.preset_work)}))
+        pythonpath = os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+        with open(live.serve_log, "wb") as log:
+            live.serve = subprocess.Popen(
+                [sys.executable, "-m", "flows.cli", "serve", "--preset", str(preset)],
+                # A 2 s poll instead of the default 10 s: only the latency of picking up a run.
+                env=_env(**common, PREFECT_API_URL=api_url, PYTHONPATH=pythonpath, PREFECT_RUNNER_POLL_FREQUENCY="2"),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
+        _wait_for_deployments(live)
+        # This process's own client talks to the server too, for this module only.
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield live
+    finally:
+        if live is not None:
+            stop(live.serve)
+        stop(server)
+
+
+# --- the API -------------------------------------------------------------------------------------
+
+def micro(work: Path, **overrides) -> dict:
+    return deep_merge({**MICRO, "work_dir": str(work)}, overrides)
+
+
+def trigger(config: dict):
+    from prefect.deployments import run_deployment
+
+    return run_deployment("crawl2chat/full-pipeline", parameters={"config": config}, timeout=0)
+
+
+def wait_final(live: Live, flow_run_id: UUID, min_run_count: int = 1, timeout: float = RUN_S):
+    """The flow run once it is in a final state (after at least `min_run_count` attempts)."""
+    from prefect import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            if run.state and run.state.type.value in FINAL and run.run_count >= min_run_count:
+                return run
+            if time.monotonic() > deadline:
+                pytest.fail(f"flow run {run.name} not final after {timeout} s: {run.state and run.state.name} "
+                            f"(run_count {run.run_count}){live.logs()}")
+            time.sleep(1)
+
+
+def retry_like_the_ui(live: Live, flow_run_id: UUID) -> dt.datetime:
+    """What the UI's "Retry" button sends (ui-v2 in Prefect 3.9.1); returns the new state's time."""
+    response = httpx.post(f"{live.api_url}/flow_runs/{flow_run_id}/set_state", timeout=10, json={
+        "state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}, "force": True})
+    response.raise_for_status()
+    body = response.json()
+    assert body["status"] == "ACCEPT", body
+    return dt.datetime.fromisoformat(body["state"]["timestamp"])
+
+
+def stage_runs(flow_run_id: UUID, since: dt.datetime | None = None, expect: set[str] = frozenset(),
+               settle_s: float = 30) -> dict[str, list]:
+    """{stage: [task run, ...]} under the flow run and its subflows (subflow calls left out), only
+    those created after `since` if given. Task runs reach the API through events, a little after the
+    flow run's state: this polls until the `expect`ed stages are there, every run is final, and
+    nothing changed for a second (or `settle_s` passed: the caller's assertions then say what is off)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter,
+                                                TaskRunFilterFlowRunId)
+
+    deadline = time.monotonic() + settle_s
+    previous, stable_since = None, time.monotonic()
+    with get_client(sync_client=True) as client:
+        while True:
+            flows, frontier = [], [flow_run_id]
+            while frontier:
+                children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))
+                flows += children
+                frontier = [c.id for c in children]
+            subflow_calls = {f.parent_task_run_id for f in flows}
+            runs = [r for r in client.read_task_runs(task_run_filter=TaskRunFilter(
+                        flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id] + [f.id for f in flows])))
+                    if r.id not in subflow_calls and (since is None or (r.expected_start_time or r.created) >= since)]
+            by_stage: dict[str, list] = {}
+            for r in runs:
+                by_stage.setdefault(r.name.rsplit("-", 1)[0], []).append(r)
+            snapshot = sorted((r.name, r.state.name if r.state else "Pending") for r in runs)
+            if snapshot != previous:
+                previous, stable_since = snapshot, time.monotonic()
+            settled = (expect <= by_stage.keys() and all(r.state and r.state.type.value in FINAL for r in runs)
+                       and time.monotonic() - stable_since >= 1)
+            if settled or time.monotonic() > deadline:
+                return by_stage
+            time.sleep(0.25)
+
+
+def states(by_stage: dict[str, list]) -> dict[str, set[str]]:
+    return {stage: {r.state.name for r in runs} for stage, runs in by_stage.items()}
+
+
+def executed(by_stage) -> set[str]:
+    return {s for s, names in states(by_stage).items() if "Completed" in names}
+
+
+def cached(by_stage) -> set[str]:
+    return {s for s, names in states(by_stage).items() if names == {"Cached"}}
+
+
+# --- the tests -----------------------------------------------------------------------------------
+
+def test_the_scheduler_creates_the_weekly_data_refresh_runs(live):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("data-refresh/data-refresh")
+        assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * 1"]
+        assert all(s.active for s in deployment.schedules) and not deployment.paused
+        deadline = time.monotonic() + 90
+        while True:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id])))
+            scheduled = [r for r in runs if r.state and r.state.name == "Scheduled" and r.auto_scheduled]
+            if scheduled:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server's scheduler created no run of data-refresh/data-refresh in 90 s "
+                            f"(runs: {[(r.name, r.state and r.state.name) for r in runs]})"
+                            f"\n--- server log ---\n{tail(live.server_log)}")
+            time.sleep(1)
+    now = dt.datetime.now(dt.timezone.utc)
+    for run in scheduled:
+        start = run.expected_start_time.astimezone(dt.timezone.utc)
+        assert start > now, f"{run.name} scheduled in the past: {start}"
+        assert (start.weekday(), start.hour, start.minute, start.second) == (0, 3, 0, 0), \
+            f"{run.name} is not on a Monday 03:00 UTC: {start}"
+
+
+def test_a_run_triggered_through_the_api_uses_its_parameters(live):
+    from prefect import get_client
+
+    work = live.tmp / "triggered"
+    run = trigger(micro(work, train={"pretrain": {"steps": 7}}))  # the preset says 6
+    run = wait_final(live, run.id)
+    assert run.state.is_completed(), f"{run.state.name}: {run.state.message}{live.logs()}"
+    by_stage = stage_runs(run.id, expect=ALL_STAGES)
+    assert executed(by_stage) == ALL_STAGES and not cached(by_stage), states(by_stage)
+    # The run wrote to the work dir it was given, not the preset's, and trained for the steps it was given.
+    assert (work / "report.md").is_file()
+    assert not live.preset_work.exists()
+    with get_client(sync_client=True) as client:
+        pretrain = [r for r in by_stage["pretrain"] if r.state.is_completed()]
+        assert len(pretrain) == 1
+        manifest = pretrain[0].state.result()
+        assert manifest.stats["steps"] == 7
+        assert (work / manifest.files[0].path).is_file()  # manifests name files relative to the work dir
+        assert client.read_flow_run(run.id).parameters["config"]["train"]["pretrain"]["steps"] == 7
+
+
+def test_a_failed_run_retried_through_the_api_reexecutes_only_the_failed_stage_and_after(live):
+    work = live.tmp / "retried"
+    work.mkdir()
+    # A file where the reward stage makes its output folder (<work>/<task name>/<key>): the stage
+    # fails with NotADirectoryError, and deleting the file is all a retry needs.
+    blocker = work / "reward-model"
+    blocker.write_text("not a folder")
+    run = trigger(micro(work))
+    run = wait_final(live, run.id)
+    assert run.state.is_failed(), f"expected Failed, got {run.state.name}: {run.state.message}{live.logs()}"
+    assert "stage 'reward-model' failed" in (run.state.message or ""), run.state.message
+    first = stage_runs(run.id, expect=ALL_STAGES - {"rlhf", "evaluate"})
+    assert states(first)["reward-model"] == {"Failed"}
+    assert "rlhf" not in first and "evaluate" not in first
+    assert executed(first) == ALL_STAGES - {"reward-model", "rlhf", "evaluate"}
+
+    blocker.unlink()
+    retried_at = retry_like_the_ui(live, run.id)
+    retried = wait_final(live, run.id, min_run_count=2)
+    assert retried.id == run.id and retried.run_count == 2
+    assert retried.state.is_completed(), f"{retried.state.name}: {retried.state.message}{live.logs()}"
+    assert (work / "report.md").is_file()
+
+    second = stage_runs(run.id, since=retried_at, expect=ALL_STAGES)
+    assert executed(second) == {"reward-model", "rlhf", "evaluate"}, states(second)
+    assert cached(second) == ALL_STAGES - {"reward-model", "rlhf", "evaluate"}, states(second)
+    # The first attempt's task runs are still there, unchanged.
+    assert states(stage_runs(run.id, expect=ALL_STAGES))["reward-model"] == {"Failed", "Completed"}
+
+
+def test_a_run_killed_mid_pretraining_is_retried_and_resumes_from_its_checkpoint(live):
+    steps, every = 150, 5
+    work = live.tmp / "killed"
+    # Evaluation only at the end, so the steps are quick and even (~30 ms each on a CPU core).
+    run = trigger(micro(work, train={"pretrain": {"steps": steps, "checkpoint_every": every, "eval_every": steps}}))
+    deadline = time.monotonic() + RUN_S
+    while not (checkpoints := glob.glob(str(work / "pretrain" / "*" / "step-*"))):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no pretraining checkpoint under {work}/pretrain within {RUN_S} s{live.logs()}")
+        time.sleep(0.05)
+    pid = flow_run_process(live.serve.pid, run.id)
+    assert pid is not None, f"no process of the serve process runs flow run {run.id}{live.logs()}"
+    os.kill(pid, signal.SIGKILL)
+    seen = max(int(Path(c).name.split("-")[1]) for c in checkpoints)
+    run_dir = Path(checkpoints[0]).parent
+    assert not (run_dir / f"step-{steps:06d}").exists(), "pretraining finished before the kill: raise `steps`"
+
+    crashed = wait_final(live, run.id, timeout=60)
+    assert crashed.state.type.value in ("CRASHED", "FAILED"), f"{crashed.state.name}: {crashed.state.message}"
+
+    retried_at = retry_like_the_ui(live, run.id)
+    retried = wait_final(live, run.id, min_run_count=2)
+    assert retried.state.is_completed(), f"{retried.state.name}: {retried.state.message}{live.logs()}"
+
+    second = stage_runs(run.id, since=retried_at, expect=ALL_STAGES)
+    assert executed(second) == {"pretrain", "sft", "reward-model", "rlhf", "evaluate"}, states(second)
+    assert cached(second) == ALL_STAGES - executed(second), states(second)
+    [pretrain] = [r for r in second["pretrain"] if r.state.is_completed()]
+    manifest = pretrain.state.result()
+    assert seen <= manifest.info["resumed_from"] < steps, manifest.info
+    assert manifest.info["resumed_from"] % every == 0
+    assert manifest.stats["steps"] == steps and len(manifest.stats["history"]["train_loss"]) == steps
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_a_served_run_asking_for_a_missing_device_fails_before_any_stage_with_the_cause_first(live):
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    run = wait_final(live, trigger(micro(live.tmp / "no-gpu", train={"rlhf": {"device": "cuda"}})).id)
+    assert run.state.is_failed(), f"{run.state.name}: {run.state.message}{live.logs()}"
+    assert stage_runs(run.id, settle_s=3) == {}  # no stage started
+    deadline, errors = time.monotonic() + 30, []
+    with get_client(sync_client=True) as client:
+        while not errors and time.monotonic() < deadline:  # logs reach the API in batches
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            errors = [log.message for log in sorted(logs, key=lambda log: log.timestamp) if log.level >= 40]
+            time.sleep(0.5)
+    assert errors and errors[0].startswith("crawl2chat: machine check: train.rlhf.device 'cuda' asks for a GPU")
+    assert "\n" not in errors[0]
