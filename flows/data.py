@@ -100,7 +100,8 @@ def data_flow(config: PipelineConfig) -> DataResult:
             extracted, work_dir=unmapped(work), config=unmapped(cfg.langid)))
         good = resolve("quality", in_work_dir(quality_task, work).map(
             langs, work_dir=unmapped(work), config=unmapped(cfg.quality)))
-        scrubbed = resolve("pii", in_work_dir(pii_task, work).map(good, work_dir=unmapped(work), config=unmapped(cfg.pii)))
+        scrubbed = resolve("pii", in_work_dir(pii_task, work).map(
+            good, work_dir=unmapped(work), config=unmapped(cfg.pii)))
         docs, index = dedup(config, work, scrubbed)
         logger.info("dedup index of this run (for dedup.previous_index of a later one): %s",
                     index.located(work).files[0].path)

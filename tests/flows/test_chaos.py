@@ -53,7 +53,8 @@ def kill_when(proc: subprocess.Popen, work: Path, pattern: str) -> None:
     deadline = time.monotonic() + RUN_TIMEOUT
     while not list(work.glob(pattern)):
         if proc.poll() is not None:
-            pytest.fail(f"the run ended (rc {proc.returncode}) before {pattern} appeared:\n{proc.stdout.read()[-3000:]}")
+            pytest.fail(f"the run ended (rc {proc.returncode}) before {pattern} appeared:\n"
+                        f"{proc.stdout.read()[-3000:]}")
         if time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"{pattern} did not appear within {RUN_TIMEOUT} s")

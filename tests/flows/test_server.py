@@ -276,19 +276,15 @@ def stage_runs(flow_run_id: UUID, since: dt.datetime | None = None, expect: set[
     flow run's state: this polls until the `expect`ed stages are there, every run is final, and
     nothing changed for a second (or `settle_s` passed: the caller's assertions then say what is off)."""
     from prefect import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter,
-                                                TaskRunFilterFlowRunId)
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+
+    from flows.runs import _flow_tree
 
     deadline = time.monotonic() + settle_s
     previous, stable_since = None, time.monotonic()
     with get_client(sync_client=True) as client:
         while True:
-            flows, frontier = [], [flow_run_id]
-            while frontier:
-                children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))
-                flows += children
-                frontier = [c.id for c in children]
+            flows = _flow_tree(client, flow_run_id)
             subflow_calls = {f.parent_task_run_id for f in flows}
             runs = [r for r in client.read_task_runs(task_run_filter=TaskRunFilter(
                         flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id] + [f.id for f in flows])))
