@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from prefect.cache_policies import CachePolicy
 from pydantic import BaseModel
@@ -169,15 +169,8 @@ def digest_key(payload: dict) -> str:
 
 def first_problem(result: Any, work_dir: str | None) -> str | None:
     """The first listed file of a cached result that is missing or changed (None when all hold)."""
-    if isinstance(result, Manifest):
-        for entry in result.entries():
-            if problem := entry_problem(entry, work_dir):
-                return problem
-    elif isinstance(result, (list, tuple)):
-        return next((p for r in result if (p := first_problem(r, work_dir))), None)
-    elif isinstance(result, dict):
-        return next((p for r in result.values() if (p := first_problem(r, work_dir))), None)
-    return None
+    problems = (entry_problem(entry, work_dir) for m in _manifests_in(result) for entry in m.entries())
+    return next((p for p in problems if p), None)
 
 
 @dataclass
@@ -256,6 +249,18 @@ def output_dir(work_dir: str | Path) -> Path:
 
 
 # --- The @task of every stage ---------------------------------------------------------------------------
+
+def _manifests_in(value: Any) -> Iterator[Manifest]:
+    """The manifests a stage result or input holds (itself, or inside lists and dicts)."""
+    if isinstance(value, Manifest):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _manifests_in(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _manifests_in(v)
+
 
 def _map_manifests(value: Any, fn) -> Any:
     if isinstance(value, Manifest):
