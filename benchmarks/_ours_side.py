@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import dedup, extract, langid, pii, quality, store, urlfilter
-from tasks.store import file_entry
+from tasks.core import store
+from tasks.core.store import file_entry
+from tasks.data import dedup, extract, langid, pii, quality, urlfilter
 
 
 def main() -> None:

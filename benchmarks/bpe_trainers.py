@@ -1,4 +1,4 @@
-"""BPE training: our trainer (tasks/bpe.py) beside rustbpe called directly and HF `tokenizers`,
+"""BPE training: our trainer (tasks/tokenizer/bpe.py) beside rustbpe called directly and HF `tokenizers`,
 on the same corpus, at the same vocabulary size, with the same split pattern.
 
     python benchmarks/bpe_trainers.py [--mb 50] [--vocab 32768]
@@ -50,7 +50,7 @@ def build_corpus(megabytes: float, out: Path) -> int:
 
 
 def train(name: str, corpus: Path, vocab: int) -> dict:
-    from tasks.bpe import SPECIAL_TOKENS, SPLIT_PATTERN, BpeConfig, train_bpe
+    from tasks.tokenizer.bpe import SPECIAL_TOKENS, SPLIT_PATTERN, BpeConfig, train_bpe
 
     texts = [json.loads(line) for line in corpus.read_text().splitlines()]
     merges_target = vocab - len(SPECIAL_TOKENS)

@@ -52,9 +52,9 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from tasks.langid import bundled_model_path
-    from tasks.synthetic import CrawlConfig, generate_crawl
-    from tasks.urlfilter import UrlFilterConfig, load_url_lists
+    from tasks.data.langid import bundled_model_path
+    from tasks.data.synthetic import CrawlConfig, generate_crawl
+    from tasks.data.urlfilter import UrlFilterConfig, load_url_lists
 
     if not PEER_PYTHON.exists():
         subprocess.run(["bash", str(HERE / "setup_datatrove.sh"), sys.executable], check=True)

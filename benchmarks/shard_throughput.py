@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def child(kind: str, docs_path: str, tokenizer_path: str, out_dir: str) -> dict:
     import pyarrow.parquet as pq
 
-    from tasks.shards import ShardConfig, build_shards
-    from tasks.tokenize import load_tokenizer
+    from tasks.tokenizer.shards import ShardConfig, build_shards
+    from tasks.tokenizer.tokenize import load_tokenizer
 
     texts = pq.read_table(docs_path, columns=["text"]).column("text").to_pylist()
     enc = load_tokenizer(tokenizer_path)  # imports and loading stay outside the timed part, on both sides
@@ -60,8 +60,8 @@ def main() -> None:
 
     from bpe_trainers import real_texts
 
-    from tasks.bpe import BpeConfig, train_tokenizer
-    from tasks.store import DOCUMENT_SCHEMA, write_table
+    from tasks.core.store import DOCUMENT_SCHEMA, write_table
+    from tasks.tokenizer.bpe import BpeConfig, train_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

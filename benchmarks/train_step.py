@@ -5,7 +5,7 @@
 
 The reference is written here: the GPT-2 architecture as nanoGPT has it (learned positions,
 LayerNorm, GELU MLP, tied embeddings, scaled-dot-product attention) with AdamW, forward, backward
-and step in a plain loop. Ours is models/gpt.py with the optimizer and schedule tasks/pretrain.py
+and step in a plain loop. Ours is models/gpt.py with the optimizer and schedule tasks/train/pretrain.py
 uses. Both get the same random token batches; the two loops take turns, round after round, and the
 median tokens per second of each is printed with their ratio.
 """

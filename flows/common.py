@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture
 
-from tasks.lease import WorkDirBusy, held_lease, hold_work_dir
-from tasks.store import results_dir
+from tasks.core.lease import WorkDirBusy, held_lease, hold_work_dir
+from tasks.core.store import results_dir
 
 if TYPE_CHECKING:
     from flows.config import PipelineConfig
@@ -56,7 +56,7 @@ def owned_work_dir(config: PipelineConfig, check_devices: bool = True) -> Iterat
     """The run's work dir (absolute), written by this run alone while the block runs.
 
     First the machine is checked (training and evaluation flows), then the work dir's lease is taken
-    (tasks/lease.py): a second run on a work dir in use is refused with one line naming the holder.
+    (tasks/core/lease.py): a second run on a work dir in use is refused with one line naming the holder.
     A subflow of a run holds the same lease again (it is reentrant within a process). The cause of a
     refusal is logged before Prefect logs the failure, so it is the first line a user reads.
     """

@@ -1,4 +1,5 @@
-"""PipelineConfig: the composition of every stage's own config, and the presets in configs/.
+"""PipelineConfig: the composition of every stage's own config, and the presets in flows/presets/
+(package data, so an installed wheel finds them too).
 
 The pipeline flow takes a PipelineConfig as its parameter, so the Prefect UI renders it as a form.
 Unknown fields are refused, so a typo fails before any work instead of being silently ignored.
@@ -12,25 +13,25 @@ import yaml
 from pydantic import Field, ValidationError
 
 from flows.runners import RunnerConfig
-from tasks.bpe import BpeConfig
-from tasks.commoncrawl import SourceConfig
-from tasks.dedup import DedupConfig
-from tasks.evaluate import EvalConfig
-from tasks.extract import ExtractConfig
-from tasks.langid import LangIdConfig
-from tasks.pii import PiiConfig
-from tasks.pretrain import PretrainConfig
-from tasks.quality import QualityConfig
-from tasks.reward import RewardConfig
-from tasks.rlhf import RlhfConfig
-from tasks.sft import SftConfig
-from tasks.shards import ShardConfig
-from tasks.store import StageConfig
-from tasks.synthetic import CrawlConfig
-from tasks.synthetic_chat import ChatDataConfig
-from tasks.urlfilter import UrlFilterConfig
+from tasks.chat.world import ChatDataConfig
+from tasks.core.store import StageConfig
+from tasks.data.dedup import DedupConfig
+from tasks.data.extract import ExtractConfig
+from tasks.data.fetch import SourceConfig
+from tasks.data.langid import LangIdConfig
+from tasks.data.pii import PiiConfig
+from tasks.data.quality import QualityConfig
+from tasks.data.synthetic import CrawlConfig
+from tasks.data.urlfilter import UrlFilterConfig
+from tasks.eval.evaluate import EvalConfig
+from tasks.tokenizer.bpe import BpeConfig
+from tasks.tokenizer.shards import ShardConfig
+from tasks.train.pretrain import PretrainConfig
+from tasks.train.reward import RewardConfig
+from tasks.train.rlhf import RlhfConfig
+from tasks.train.sft import SftConfig
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
 class DataConfig(StageConfig):
@@ -85,7 +86,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def load_config(preset: str | Path = "tiny", overrides: dict | None = None) -> PipelineConfig:
-    """A preset by name (configs/<name>.yaml) or path, with nested overrides applied on top."""
+    """A preset by name (flows/presets/<name>.yaml) or path, with nested overrides applied on top."""
     path = Path(preset)
     if not path.suffix:
         path = PRESETS_DIR / f"{preset}.yaml"

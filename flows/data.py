@@ -17,16 +17,16 @@ from pydantic import BaseModel
 from flows.common import StageFailed, in_work_dir, owned_work_dir, resolve
 from flows.config import PipelineConfig
 from flows.runners import make_task_runner
-from tasks.accounting import accounting_task
-from tasks.commoncrawl import source_task
-from tasks.dedup import EXACT_BAND, candidates_task, clusters_task, dedup_filter_task, index_task, signatures_task
-from tasks.extract import extract_task
-from tasks.langid import langid_task
-from tasks.pii import pii_task
-from tasks.quality import quality_task
-from tasks.store import Manifest
-from tasks.synthetic import synthetic_crawl_task
-from tasks.urlfilter import load_url_lists, url_filter_task
+from tasks.core.store import Manifest
+from tasks.data.accounting import accounting_task
+from tasks.data.commoncrawl import source_task
+from tasks.data.dedup import EXACT_BAND, candidates_task, clusters_task, dedup_filter_task, index_task, signatures_task
+from tasks.data.extract import extract_task
+from tasks.data.langid import langid_task
+from tasks.data.pii import pii_task
+from tasks.data.quality import quality_task
+from tasks.data.synthetic import synthetic_crawl_task
+from tasks.data.urlfilter import load_url_lists, url_filter_task
 
 
 class DataResult(BaseModel):

@@ -13,8 +13,8 @@ from flows.config import PipelineConfig
 from flows.data import DataResult
 from flows.tokenizer import TokenizerResult
 from flows.train import TrainResult
-from tasks.evaluate import evaluate_task
-from tasks.store import atomic_path, write_json
+from tasks.core.store import atomic_path, write_json
+from tasks.eval.evaluate import evaluate_task
 
 
 @flow(name="evaluate")

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from tasks.store import StageConfig
+from tasks.core.store import StageConfig
 
 
 class RunnerConfig(StageConfig):

@@ -44,7 +44,7 @@ def task_states(flow_run_id: UUID, settle_seconds: float = 10.0) -> list[tuple[s
             subflow_parents = {f.parent_task_run_id for f in subflows}
             runs = client.read_task_runs(task_run_filter=TaskRunFilter(
                 flow_run_id=TaskRunFilterFlowRunId(any_=flow_ids)))
-            states = sorted((r.name.rsplit("-", 1)[0], r.state.name if r.state else "Pending")
+            states = sorted((r.name.split("[")[0], r.state.name if r.state else "Pending")
                             for r in runs if r.id not in subflow_parents)
             final = all(s in ("Completed", "Cached", "Failed", "Crashed", "Cancelled") for _, s in states)
             if (final and states == previous) or time.monotonic() > deadline:

@@ -7,9 +7,9 @@ from pydantic import BaseModel
 
 from flows.common import in_work_dir, owned_work_dir, resolve
 from flows.config import PipelineConfig
-from tasks.bpe import train_tokenizer_task
-from tasks.shards import shards_task
-from tasks.store import Manifest
+from tasks.core.store import Manifest
+from tasks.tokenizer.bpe import train_tokenizer_task
+from tasks.tokenizer.shards import shards_task
 
 
 class TokenizerResult(BaseModel):

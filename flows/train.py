@@ -15,12 +15,12 @@ from pydantic import BaseModel
 from flows.common import in_work_dir, owned_work_dir, resolve
 from flows.config import PipelineConfig
 from flows.tokenizer import TokenizerResult
-from tasks.pretrain import pretrain_task
-from tasks.reward import reward_task
-from tasks.rlhf import rlhf_task
-from tasks.sft import sft_task
-from tasks.store import Manifest
-from tasks.synthetic_chat import chat_data_task
+from tasks.chat.world import chat_data_task
+from tasks.core.store import Manifest
+from tasks.train.pretrain import pretrain_task
+from tasks.train.reward import reward_task
+from tasks.train.rlhf import rlhf_task
+from tasks.train.sft import sft_task
 
 
 class TrainResult(BaseModel):

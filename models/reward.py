@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models import checkpoint as ckpt
+from models.batches import pad_rows
 from models.gpt import GPT, GPTConfig
 
 
@@ -27,3 +31,14 @@ class RewardModel(nn.Module):
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """-log σ(r_chosen − r_rejected): the chosen reply should score higher."""
     return -F.logsigmoid(chosen - rejected).mean()
+
+
+def load_reward_model(path: str | Path, device) -> RewardModel:
+    model = RewardModel(GPTConfig(**ckpt.read_meta(path)["model"]))
+    ckpt.load_weights(path, model)
+    return model.to(device)
+
+
+def score(model: RewardModel, rows: list[list[int]], pad: int, device) -> torch.Tensor:
+    x, lengths = pad_rows(rows, pad, device)
+    return model(x, lengths)

@@ -23,7 +23,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def small_crawl(tmp_path_factory):
     """A small synthetic crawl, written once per test session."""
-    from tasks.synthetic import CrawlConfig, generate_crawl
+    from tasks.data.synthetic import CrawlConfig, generate_crawl
 
     out = tmp_path_factory.mktemp("crawl")
     return generate_crawl(CrawlConfig(seed=1234, num_files=2, pages_per_file=60), out)
@@ -32,7 +32,8 @@ def small_crawl(tmp_path_factory):
 @pytest.fixture(scope="session")
 def clean_docs(small_crawl, tmp_path_factory):
     """The small crawl run through every per-file data stage (no Prefect): a list of rows."""
-    from tasks import extract, langid, quality, store, urlfilter
+    from tasks.core import store
+    from tasks.data import extract, langid, quality, urlfilter
 
     out = tmp_path_factory.mktemp("docs")
     docs = []
@@ -49,13 +50,13 @@ def clean_docs(small_crawl, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def docs_parquet(clean_docs, tmp_path_factory) -> str:
-    from tasks.store import DOCUMENT_SCHEMA, write_table
+    from tasks.core.store import DOCUMENT_SCHEMA, write_table
 
     return write_table(tmp_path_factory.mktemp("parquet") / "docs.parquet", clean_docs, DOCUMENT_SCHEMA).path
 
 
 @pytest.fixture(scope="session")
 def tokenizer_path(docs_parquet, tmp_path_factory) -> str:
-    from tasks.bpe import BpeConfig, train_tokenizer
+    from tasks.tokenizer.bpe import BpeConfig, train_tokenizer
 
     return train_tokenizer([docs_parquet], tmp_path_factory.mktemp("tok"), BpeConfig(vocab_size=400)).files[0].path

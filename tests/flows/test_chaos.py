@@ -21,7 +21,7 @@ import yaml
 from prefect.results import ResultRecord
 
 from flows.config import deep_merge
-from tests.flows.test_pipeline import MICRO
+from tests.support.pipeline import MICRO
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ RUN_TIMEOUT = 240
 
 
 def start_run(preset: Path, work: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--preset", str(preset), "--work-dir",
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--preset", str(preset), "--work-dir",
                              str(work)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # its own process group: SIGKILL takes its children too
 
@@ -125,7 +125,7 @@ def test_runs_killed_at_six_points_resume_and_end_byte_identical(preset, uninter
             deadline = time.monotonic() + 60
             while not (work / ".lease.json").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            second = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--preset", str(preset),
+            second = subprocess.run([sys.executable, "-m", "cli.main", "run", "--preset", str(preset),
                                      "--work-dir", str(work)], cwd=ROOT, capture_output=True, text=True, timeout=120)
             assert second.returncode != 0
             assert second.stderr.strip().splitlines()[-1].startswith(

@@ -12,34 +12,10 @@ from prefect.results import ResultRecord
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.common import StageFailed
-from flows.config import PipelineConfig, deep_merge
+from flows.config import PipelineConfig
 from flows.pipeline import pipeline
 from flows.runs import task_states
-
-DATA_STAGES = {"synthetic-crawl", "url-filter", "extract", "langid", "quality", "pii", "dedup-signatures",
-               "dedup-candidates", "dedup-index", "dedup-clusters", "dedup-filter", "data-accounting"}
-TOKENIZER_STAGES = {"train-tokenizer", "token-shards"}
-TRAIN_STAGES = {"chat-data", "pretrain", "sft", "reward-model", "rlhf"}
-ALL_STAGES = DATA_STAGES | TOKENIZER_STAGES | TRAIN_STAGES | {"evaluate"}
-
-MICRO = {
-    "data": {"crawl": {"num_files": 2, "pages_per_file": 40}, "dedup": {"bands": 4, "rows_per_band": 4}},
-    "tokenizer": {"bpe": {"vocab_size": 300}, "shards": {"val_fraction": 0.2}},
-    "train": {
-        "chat_data": {"sft_examples": 60, "preference_pairs": 60, "rl_prompts": 20, "heldout_fraction": 0.2},
-        "pretrain": {"depth": 1, "aspect_ratio": 32, "head_dim": 32, "sequence_len": 32, "device_batch_size": 4,
-                     "steps": 6, "eval_every": 6, "eval_tokens": 512, "checkpoint_every": 3, "device": "cpu"},
-        "sft": {"steps": 3, "batch_size": 4, "samples": 1, "device": "cpu"},
-        "reward": {"steps": 3, "batch_size": 4, "device": "cpu"},
-        "rlhf": {"steps": 1, "prompts_per_step": 2, "samples_per_prompt": 2, "max_reply_tokens": 4,
-                 "eval_prompts": 2, "device": "cpu"},
-    },
-    "evaluate": {"max_prompts": 2, "max_reply_tokens": 4, "base_sample_tokens": 4, "device": "cpu"},
-}
-
-
-def micro_config(work_dir, **overrides) -> PipelineConfig:
-    return PipelineConfig.model_validate(deep_merge({**MICRO, "work_dir": str(work_dir)}, overrides))
+from tests.support.pipeline import ALL_STAGES, TOKENIZER_STAGES, TRAIN_STAGES, micro_config
 
 
 def run(config: PipelineConfig):
@@ -145,29 +121,30 @@ def test_a_moved_or_copied_work_dir_reruns_nothing(first_run, tmp_path):
 
 
 def test_editing_a_module_reruns_the_stages_that_use_it_and_no_other(first_run, monkeypatch):
-    """models.reward is used by the reward model, RLHF and evaluation only."""
-    from tasks import caching
+    """models.reward is used by the reward-model stage and RLHF only (evaluation scores answers, not
+    rewards). Both rerun; their outputs come out byte-identical, so evaluation stays a cache hit."""
+    from tasks.core import caching
 
     work, _, _ = first_run
     real = caching.code_digest
     monkeypatch.setattr(caching, "code_digest", lambda m: real(m) + ("-edited" if m == "models.reward" else ""))
     state, by_stage = run(micro_config(work))
     assert state.is_completed()
-    assert executed(by_stage) == {"reward-model", "rlhf", "evaluate"}
+    assert executed(by_stage) == {"reward-model", "rlhf"}
     assert cached(by_stage) == ALL_STAGES - executed(by_stage)
 
 
 def test_reverting_a_code_change_is_a_verified_hit_on_the_original_output(first_run, monkeypatch):
     """Change a stage's code (and so its output), rerun, revert: the reverted run is a cache hit on
     the original files, which the changed code never touched."""
-    import tasks.quality
-    from tasks import caching
+    import tasks.data.quality
+    from tasks.core import caching
 
     work, _, _ = first_run
     before = {p: sha(p) for p in (work / "quality").rglob("*.parquet")}
-    real_digest, real_filter = caching.code_digest, tasks.quality.filter_quality
-    monkeypatch.setattr(caching, "code_digest", lambda m: real_digest(m) + ("-v2" if m == "tasks.quality" else ""))
-    monkeypatch.setattr(tasks.quality, "filter_quality",
+    real_digest, real_filter = caching.code_digest, tasks.data.quality.filter_quality
+    monkeypatch.setattr(caching, "code_digest", lambda m: real_digest(m) + ("-v2" if m == "tasks.data.quality" else ""))
+    monkeypatch.setattr(tasks.data.quality, "filter_quality",
                         lambda docs, config: real_filter(docs[: len(docs) // 2], config))
     state, by_stage = run(micro_config(work))
     assert state.is_completed() and "quality" in executed(by_stage)
@@ -201,7 +178,7 @@ def test_data_config_change_invalidates_everything_downstream(first_run):
 
 
 def test_rerun_after_a_failure_reexecutes_only_the_failed_stage_and_downstream(first_run, monkeypatch):
-    import tasks.reward
+    import tasks.train.reward
 
     work, _, _ = first_run
     config = micro_config(work, train={"reward": {"steps": 2}})
@@ -209,7 +186,7 @@ def test_rerun_after_a_failure_reexecutes_only_the_failed_stage_and_downstream(f
     def broken(*args, **kwargs):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(tasks.reward, "train_reward_model", broken)
+    monkeypatch.setattr(tasks.train.reward, "train_reward_model", broken)
     state, by_stage = run(config)
     assert state.is_failed()
     with pytest.raises(StageFailed, match="stage 'reward-model' failed: RuntimeError: injected failure"):
@@ -233,7 +210,7 @@ def test_crawl_where_nothing_survives_fails_with_a_clear_message(harness, tmp_pa
 
 
 def test_pretraining_killed_mid_run_resumes_from_its_last_checkpoint(first_run, monkeypatch):
-    import tasks.pretrain
+    import tasks.train.pretrain
 
     work, _, _ = first_run
     config = micro_config(work, train={"pretrain": {"steps": 8}})
@@ -244,19 +221,19 @@ def test_pretraining_killed_mid_run_resumes_from_its_last_checkpoint(first_run, 
                 raise RuntimeError("killed")
         return progress
 
-    monkeypatch.setattr(tasks.pretrain, "progress_reporter", killed_at_step_5)
+    monkeypatch.setattr(tasks.train.pretrain, "progress_reporter", killed_at_step_5)
     state, by_stage = run(config)
     assert state.is_failed() and by_stage["pretrain"] == {"Failed"}
     monkeypatch.undo()
 
     results = []
-    real_train = tasks.pretrain.train
+    real_train = tasks.train.pretrain.train
 
     def recording_train(*args, **kwargs):
         results.append(real_train(*args, **kwargs))
         return results[-1]
 
-    monkeypatch.setattr(tasks.pretrain, "train", recording_train)
+    monkeypatch.setattr(tasks.train.pretrain, "train", recording_train)
     state, by_stage = run(config)
     assert state.is_completed() and "Completed" in by_stage["pretrain"]
     assert results[0]["resumed_from"] == 3  # checkpoint_every=3: step 3 was the last complete one

@@ -6,7 +6,7 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.data import run_data_flow
-from tests.flows.test_pipeline import micro_config
+from tests.support.pipeline import micro_config
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_crawl_id_over_http_with_faults_gives_the_same_documents(threads_run, th
     import gzip
     from pathlib import Path
 
-    from tasks.store import read_rows
-    from tests.tasks.test_commoncrawl import serve
+    from tasks.core.store import read_rows
+    from tests.support.http import serve
 
     crawl = threads_run.crawl.located(threads_work)
     names = [Path(f.path).name for f in crawl.files]

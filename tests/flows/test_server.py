@@ -38,7 +38,7 @@ import pytest
 import yaml
 
 from flows.config import deep_merge
-from tests.flows.test_pipeline import ALL_STAGES, MICRO
+from tests.support.pipeline import ALL_STAGES, MICRO
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes through /proc")
 
@@ -217,7 +217,7 @@ def live(tmp_path_factory):
         pythonpath = os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
         with open(live.serve_log, "wb") as log:
             live.serve = subprocess.Popen(
-                [sys.executable, "-m", "flows.cli", "serve", "--preset", str(preset)],
+                [sys.executable, "-m", "cli.main", "serve", "--preset", str(preset)],
                 # A 2 s poll instead of the default 10 s: only the latency of picking up a run.
                 env=_env(**common, PREFECT_API_URL=api_url, PYTHONPATH=pythonpath, PREFECT_RUNNER_POLL_FREQUENCY="2"),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO)

@@ -6,7 +6,7 @@ from models.chat import ChatTokens, render_conversation, render_prompt
 from models.engine import generate, generate_naive
 from models.gpt import GPT, GPTConfig
 from models.reward import RewardModel, bradley_terry_loss
-from tasks.tokenize import load_tokenizer
+from tasks.tokenizer.tokenize import load_tokenizer
 
 
 def tiny_gpt(vocab=300, **kw) -> GPT:

@@ -1,0 +1,1 @@
+"""What several test modules share: configs, a fault-injecting HTTP server, run helpers."""

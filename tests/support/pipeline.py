@@ -1,0 +1,30 @@
+"""The micro pipeline config the flow tests run, and the stage names they expect."""
+
+from __future__ import annotations
+
+from flows.config import PipelineConfig, deep_merge
+
+DATA_STAGES = {"synthetic-crawl", "url-filter", "extract", "langid", "quality", "pii", "dedup-signatures",
+               "dedup-candidates", "dedup-index", "dedup-clusters", "dedup-filter", "data-accounting"}
+TOKENIZER_STAGES = {"train-tokenizer", "token-shards"}
+TRAIN_STAGES = {"chat-data", "pretrain", "sft", "reward-model", "rlhf"}
+ALL_STAGES = DATA_STAGES | TOKENIZER_STAGES | TRAIN_STAGES | {"evaluate"}
+
+MICRO = {
+    "data": {"crawl": {"num_files": 2, "pages_per_file": 40}, "dedup": {"bands": 4, "rows_per_band": 4}},
+    "tokenizer": {"bpe": {"vocab_size": 300}, "shards": {"val_fraction": 0.2}},
+    "train": {
+        "chat_data": {"sft_examples": 60, "preference_pairs": 60, "rl_prompts": 20, "heldout_fraction": 0.2},
+        "pretrain": {"depth": 1, "aspect_ratio": 32, "head_dim": 32, "sequence_len": 32, "device_batch_size": 4,
+                     "steps": 6, "eval_every": 6, "eval_tokens": 512, "checkpoint_every": 3, "device": "cpu"},
+        "sft": {"steps": 3, "batch_size": 4, "samples": 1, "device": "cpu"},
+        "reward": {"steps": 3, "batch_size": 4, "device": "cpu"},
+        "rlhf": {"steps": 1, "prompts_per_step": 2, "samples_per_prompt": 2, "max_reply_tokens": 4,
+                 "eval_prompts": 2, "device": "cpu"},
+    },
+    "evaluate": {"max_prompts": 2, "max_reply_tokens": 4, "base_sample_tokens": 4, "device": "cpu"},
+}
+
+
+def micro_config(work_dir, **overrides) -> PipelineConfig:
+    return PipelineConfig.model_validate(deep_merge({**MICRO, "work_dir": str(work_dir)}, overrides))

@@ -1,0 +1,194 @@
+"""Pretraining (exact resume, bits per byte) and the post-training stages on micro settings."""
+
+import pytest
+
+from models import checkpoint as ckpt
+from tasks.chat.world import ChatDataConfig, generate_chat_data
+from tasks.tokenizer import shards
+from tasks.tokenizer.shardfile import split_files
+from tasks.train import pretrain, reward, rlhf, sft
+
+MICRO = dict(depth=2, aspect_ratio=32, head_dim=32, sequence_len=32, device_batch_size=4, lr=3e-3,
+             warmup_steps=2, eval_every=5, eval_tokens=1024, checkpoint_every=3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def token_shards(docs_parquet, tokenizer_path, tmp_path_factory):
+    m = shards.build_shards([docs_parquet], tokenizer_path, tmp_path_factory.mktemp("shards"),
+                            shards.ShardConfig(val_fraction=0.2))
+    return split_files(m, "train"), split_files(m, "val")
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crash_at(step):
+    def progress(p):
+        if p["step"] == step:
+            raise Crash(f"killed at step {step}")
+    return progress
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_reproduces_the_uninterrupted_run(token_shards, tokenizer_path, tmp_path, optimizer):
+    train, val = token_shards
+    cfg = pretrain.PretrainConfig(steps=10, optimizer=optimizer, **MICRO)
+    full = pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "full")
+    with pytest.raises(Crash):
+        pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "resumed", crash_at(7))
+    # The kill came after the step-6 checkpoint and before step 9's: resume from 6.
+    assert ckpt.read_meta(ckpt.latest_checkpoint(tmp_path / "resumed"))["step"] == 6
+    resumed = pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "resumed")
+    assert resumed["resumed_from"] == 6
+    assert resumed["history"]["train_loss"] == full["history"]["train_loss"]
+    assert resumed["history"]["samples"] == full["history"]["samples"]
+    assert resumed["val_bpb"] == full["val_bpb"]
+
+
+def test_a_damaged_last_checkpoint_is_set_aside_and_the_one_before_resumes(token_shards, tokenizer_path, tmp_path):
+    train, val = token_shards
+    cfg = pretrain.PretrainConfig(steps=10, **MICRO)
+    full = pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "full")
+    with pytest.raises(Crash):
+        pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "resumed", crash_at(8))
+    weights = ckpt.latest_checkpoint(tmp_path / "resumed") / ckpt.WEIGHTS  # step 6's
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    resumed = pretrain.train(cfg, tokenizer_path, train, val, tmp_path / "resumed")
+    assert resumed["resumed_from"] == 3
+    assert resumed["history"]["train_loss"] == full["history"]["train_loss"]
+    assert (tmp_path / "resumed" / ".broken-step-000006").is_dir()
+
+
+def test_samples_and_tensorboard_events_at_each_evaluation(token_shards, tokenizer_path, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, val = token_shards
+    cfg = pretrain.PretrainConfig(steps=10, tensorboard=True, sample_prompts=["The town of", "Mara"],
+                                  sample_tokens=6, **MICRO)
+    result = pretrain.train(cfg, tokenizer_path, train, val, tmp_path)
+    samples = result["history"]["samples"]
+    assert [(s["step"], s["prompt"]) for s in samples] == [(5, "The town of"), (5, "Mara"),
+                                                           (10, "The town of"), (10, "Mara")]
+    assert all(s["completion"] for s in samples)
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == list(range(1, 11))
+    assert [round(e.value, 5) for e in loss] == pytest.approx([v for _, v in result["history"]["train_loss"]],
+                                                              abs=1e-5)
+    assert [e.step for e in events.Scalars("val/bits_per_byte")] == [5, 10]
+    assert {"train/lr_multiplier", "perf/tokens_per_s"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Tensors("samples/text_summary")] == [5, 10]
+
+
+def test_bfloat16_and_compiled_training_run_on_cpu(token_shards, tokenizer_path, tmp_path):
+    """The GPU's code paths, exercised on the CPU: autocast to bfloat16 and torch.compile (with a
+    backend that needs no C++ compiler), each against the float32 eager run."""
+    train, val = token_shards
+    base = {**MICRO, "steps": 3, "eval_every": 3, "checkpoint_every": 3, "sample_tokens": 4}
+    eager = pretrain.train(pretrain.PretrainConfig(**base), tokenizer_path, train, val, tmp_path / "eager")
+    bf16 = pretrain.train(pretrain.PretrainConfig(**base, precision="bfloat16"), tokenizer_path, train, val,
+                          tmp_path / "bf16")
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled = pretrain.train(pretrain.PretrainConfig(**base, compile="on", compile_backend="aot_eager"),
+                              tokenizer_path, train, val, tmp_path / "compiled")
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]  # one whole-model graph
+    curve = lambda r: [loss for _, loss in r["history"]["train_loss"]]  # noqa: E731
+    assert curve(compiled) == pytest.approx(curve(eager), rel=1e-3)  # the plain expressions, same mathematics
+    assert curve(bf16) == pytest.approx(curve(eager), rel=2e-2)
+    assert curve(bf16) != curve(eager)  # bfloat16 did run
+
+
+def test_keeps_only_the_last_checkpoints(token_shards, tokenizer_path, tmp_path):
+    train, val = token_shards
+    pretrain.train(pretrain.PretrainConfig(steps=10, keep_checkpoints=2, **MICRO), tokenizer_path, train, val, tmp_path)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000009", "step-000010"]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_base_model_beats_the_unigram_baseline(token_shards, tokenizer_path, tmp_path, optimizer):
+    train, val = token_shards
+    result = pretrain.train(pretrain.PretrainConfig(steps=60, optimizer=optimizer, **MICRO), tokenizer_path,
+                            train, val, tmp_path)
+    assert result["val_bpb"] < 0.8 * result["unigram_bpb"]
+
+
+@pytest.fixture(scope="module")
+def chat_data():
+    return generate_chat_data(ChatDataConfig(sft_examples=200, preference_pairs=200, rl_prompts=40,
+                                             heldout_fraction=0.2), world_seed=1234)
+
+
+@pytest.fixture(scope="module")
+def base_model(token_shards, tokenizer_path, tmp_path_factory):
+    train, val = token_shards
+    out = tmp_path_factory.mktemp("base")
+    return pretrain.train(pretrain.PretrainConfig(steps=20, **MICRO), tokenizer_path, train, val, out)["checkpoint"]
+
+
+def test_post_training_stages_learn(base_model, tokenizer_path, chat_data, tmp_path):
+    from pathlib import Path
+
+    s = sft.finetune(Path(base_model), tokenizer_path, chat_data["sft_train"], chat_data["sft_heldout"],
+                     tmp_path / "sft", sft.SftConfig(steps=30, batch_size=8, device="cpu", samples=2))
+    assert s["heldout_loss_after"] < s["heldout_loss_before"]
+    assert len(s["samples"]) == 2 and all("reply" in x for x in s["samples"])
+
+    r = reward.train_reward_model(Path(s["checkpoint"]), tokenizer_path, chat_data["preferences_train"],
+                                  chat_data["preferences_heldout"], tmp_path / "rm",
+                                  reward.RewardConfig(steps=30, batch_size=8, device="cpu"))
+    assert r["heldout_accuracy_before"] == 0.5  # a zero head ties every pair
+    assert r["train_loss"][-1][1] < r["train_loss"][0][1]
+
+    rl = rlhf.train_rlhf(Path(s["checkpoint"]), Path(r["checkpoint"]), tokenizer_path, chat_data["rl_train"],
+                         chat_data["rl_heldout"], tmp_path / "rl",
+                         rlhf.RlhfConfig(steps=2, prompts_per_step=2, samples_per_prompt=2, max_reply_tokens=8,
+                                         eval_prompts=4, device="cpu"))
+    assert rl["before"]["mean_kl"] == 0.0  # the policy starts as the reference
+    assert set(rl["after"]) == {"mean_reward", "mean_kl", "accuracy"}
+    assert ckpt.latest_checkpoint(tmp_path / "rl") is not None
+
+
+def test_rlhf_resumes_from_its_last_checkpoint(base_model, tokenizer_path, chat_data, tmp_path):
+    from pathlib import Path
+
+    s = sft.finetune(Path(base_model), tokenizer_path, chat_data["sft_train"], chat_data["sft_heldout"],
+                     tmp_path / "sft", sft.SftConfig(steps=2, batch_size=4, device="cpu", samples=0))
+    r = reward.train_reward_model(Path(s["checkpoint"]), tokenizer_path, chat_data["preferences_train"],
+                                  chat_data["preferences_heldout"], tmp_path / "rm",
+                                  reward.RewardConfig(steps=2, batch_size=4, device="cpu"))
+    cfg = rlhf.RlhfConfig(steps=4, prompts_per_step=2, samples_per_prompt=2, max_reply_tokens=6, eval_prompts=2,
+                          checkpoint_every=2, device="cpu")
+    args = (Path(s["checkpoint"]), Path(r["checkpoint"]), tokenizer_path, chat_data["rl_train"],
+            chat_data["rl_heldout"])
+    full = rlhf.train_rlhf(*args, tmp_path / "full", cfg)
+    with pytest.raises(Crash):
+        rlhf.train_rlhf(*args, tmp_path / "resumed", cfg, crash_at(3))
+    resumed = rlhf.train_rlhf(*args, tmp_path / "resumed", cfg)
+    assert resumed["curve"] == full["curve"]
+    assert resumed["after"] == full["after"]
+
+
+def test_mfu_is_reported_against_a_given_peak(token_shards, tokenizer_path, tmp_path):
+    train, val = token_shards
+    result = pretrain.train(pretrain.PretrainConfig(steps=3, peak_flops=1e12, **MICRO), tokenizer_path, train, val,
+                            tmp_path)
+    assert 0 < result["mfu"] < 1
+    assert pretrain.device_peak_flops(__import__("torch").device("cpu")) is None
+
+
+def test_two_processes_match_one_at_the_same_global_batch(token_shards, tokenizer_path, tmp_path):
+    """DDP under torchrun on the CPU (gloo): 2 processes × 2 rows give the loss curve of 1 × 4 rows."""
+    train, val = token_shards
+    base = {**MICRO, "device_batch_size": 4, "steps": 6, "checkpoint_every": 6, "eval_every": 6}
+    single = pretrain.train(pretrain.PretrainConfig(**base), tokenizer_path, train, val, tmp_path / "one")
+    ddp = pretrain.train_distributed(pretrain.PretrainConfig(**{**base, "device_batch_size": 2, "nproc": 2}),
+                                     tokenizer_path, train, val, tmp_path / "two")
+    one_curve = [loss for _, loss in single["history"]["train_loss"]]
+    two_curve = [loss for _, loss in ddp["history"]["train_loss"]]
+    assert two_curve == pytest.approx(one_curve, rel=1e-4)
+    assert ddp["val_bpb"] == pytest.approx(single["val_bpb"], rel=1e-4)
