@@ -58,17 +58,18 @@ def cmd_run(args) -> int:
 
 
 def _run_pipeline(config) -> int:
-    from flows.common import StageFailed
+    from collections import Counter
+
+    from flows.common import StageFailed, tally_stage_runs
     from flows.pipeline import pipeline
-    from flows.runs import summarize, task_states
 
     # Prefect's console handler sits on the root logger once Prefect has configured logging.
     for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
         handler.addFilter(_StageFailureWithoutTraceback())
 
-    state = pipeline(config, return_state=True)
-    states = task_states(state.state_details.flow_run_id)
-    counts = summarize(states)
+    with tally_stage_runs() as runs:
+        state = pipeline(config, return_state=True)
+    counts = Counter(state_name for _, state_name in runs)
     print(f"crawl2chat: {counts.get('Completed', 0)} stage runs executed, {counts.get('Cached', 0)} cached"
           + (f", {counts.get('Failed', 0)} failed" if counts.get("Failed") else ""))
     if state.is_failed():
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p):
-        p.add_argument("--preset", default="tiny", help="a preset (flows/presets/<name>.yaml) or a YAML path to a YAML file")
+        p.add_argument("--preset", default="tiny", help="a preset name (flows/presets/) or a YAML file")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a field, e.g. --set train.pretrain.steps=100 (repeatable)")
         p.add_argument("--work-dir", help="where every stage writes (default: the preset's)")

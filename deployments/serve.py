@@ -15,7 +15,6 @@ from flows.data import data_flow
 from flows.evaluate import evaluate_flow
 from flows.pipeline import pipeline
 from flows.refresh import refresh_flow
-from flows.runners import make_task_runner
 from flows.tokenizer import tokenizer_flow
 from flows.train import train_flow
 
@@ -28,8 +27,8 @@ def deployments(preset: str = "tiny") -> list:
     return [
         pipeline.to_deployment("full-pipeline", parameters=params, tags=["crawl2chat"]),
         refresh_flow.to_deployment("data-refresh", cron=REFRESH_CRON, parameters=params, tags=["crawl2chat"]),
-        data_flow.with_options(task_runner=make_task_runner(config.data.runner)).to_deployment(
-            "data", parameters=params, tags=["crawl2chat", "stage"]),
+        # The data flow picks its task runner from each run's own `data.runner` parameter.
+        data_flow.to_deployment("data", parameters=params, tags=["crawl2chat", "stage"]),
         tokenizer_flow.to_deployment("tokenizer", parameters=params, tags=["crawl2chat", "stage"]),
         train_flow.to_deployment("train", parameters=params, tags=["crawl2chat", "stage"]),
         evaluate_flow.to_deployment("evaluate", parameters=params, tags=["crawl2chat", "stage"]),

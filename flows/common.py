@@ -4,14 +4,15 @@ in the work dir, and failures that name their stage."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from prefect import get_run_logger
-from prefect.futures import PrefectFuture
+from prefect import get_run_logger, unmapped
+from prefect.futures import PrefectFuture, wait
 
 from tasks.core.lease import WorkDirBusy, held_lease, hold_work_dir
-from tasks.core.store import results_dir
+from tasks.core.store import Manifest, results_dir
 
 if TYPE_CHECKING:
     from flows.config import PipelineConfig
@@ -80,29 +81,118 @@ def _run_label() -> str:
     return f"flow run {ctx.flow_run.name} ({ctx.flow_run.id})" if ctx and ctx.flow_run else "crawl2chat"
 
 
-def in_work_dir(task, work_dir: str):
-    """The task with its results (and cache records) persisted under <work>/.prefect-results.
+class StageRuns:
+    """The stage runs of one flow: submitted with the work dir's result storage, their futures passed
+    straight on to the next stage, and waited on once, at the end.
 
-    Set per call rather than at import, because the work dir is a run parameter. A run whose work-dir
-    lease was taken over by another stops here, before it writes again.
+    Passing futures (not results) lets Prefect start a mapped element as soon as its own input is
+    ready: extraction of the first WARC file runs while the URL filter works on the last one. A
+    failure is turned into one line naming the first stage that failed (those downstream of it end
+    NotReady and are not blamed). The final states are what a run reports as executed or cached.
     """
-    lease = held_lease(work_dir)
-    if lease is not None:
-        lease.check()
-    return task.with_options(result_storage=results_dir(work_dir))
+
+    def __init__(self, work_dir: str):
+        self.work_dir = work_dir
+        # Set once here, rather than at import, because the work dir is a run parameter.
+        self.storage = results_dir(work_dir)
+        self.runs: list[tuple[str, PrefectFuture]] = []
+        self.labels: dict[Any, str] = {}  # task run id → the file it works on
+
+    def _task(self, task):
+        # A run whose work-dir lease was taken over by another stops here, before it writes again.
+        lease = held_lease(self.work_dir)
+        if lease is not None:
+            lease.check()
+        return task.with_options(result_storage=self.storage)
+
+    def submit(self, task, *args: Any, **kwargs: Any) -> PrefectFuture:
+        future = self._task(task).submit(*args, **kwargs)
+        self.runs.append((task.name, future))
+        return future
+
+    def map(self, task, *args: Any, **kwargs: Any) -> list[PrefectFuture]:
+        """Like Prefect's `task.map` (lists are mapped over, `unmapped(...)` values are not), but
+        each run is named after the file it works on: `extract[CC-MAIN-…-00001]`, a name it takes
+        from its input (a file's manifest, or the future of the same file's previous stage)."""
+        mapped = [v for v in (*args, *kwargs.values()) if is_mapped(v)]
+        if not mapped or len({len(v) for v in mapped}) != 1:
+            raise ValueError(f"map of {task.name!r} needs lists of one length to map over")
+
+        def pick(value: Any, i: int) -> Any:
+            if isinstance(value, unmapped):
+                return value.value
+            return value[i] if is_mapped(value) else value
+
+        futures = []
+        for i in range(len(mapped[0])):
+            label = self._label(mapped[0][i])
+            future = self._task(task).with_options(task_run_name=f"{task.name}[{label}]").submit(
+                *(pick(a, i) for a in args), **{k: pick(v, i) for k, v in kwargs.items()})
+            self.labels[future.task_run_id] = label
+            self.runs.append((task.name, future))
+            futures.append(future)
+        return futures
+
+    def _label(self, value: Any) -> str:
+        if isinstance(value, PrefectFuture):
+            return self.labels.get(value.task_run_id, str(value.task_run_id)[:8])
+        if isinstance(value, Manifest) and value.files:
+            return Path(value.files[0].path.rstrip("/")).name.split(".")[0]  # a WARC file or shard, no extensions
+        return str(value)
+
+    def result(self, future: PrefectFuture) -> Any:
+        """One stage's result, when the flow needs it to go on (say, the list of crawl files)."""
+        self._raise_first_failure([(n, f) for n, f in self.runs if f is future])
+        return future.result()
+
+    def wait(self) -> None:
+        """Wait for every run; raise StageFailed for the first that failed, in submission order."""
+        try:
+            self._raise_first_failure(self.runs)
+        finally:
+            tally = _tally.get()
+            if tally is not None:
+                tally += self.states()
+
+    @staticmethod
+    def _raise_first_failure(runs: list[tuple[str, PrefectFuture]]) -> None:
+        wait([f for _, f in runs])
+        for stage, future in runs:
+            state = future.state
+            if state.is_failed() or state.is_crashed() or state.is_cancelled():
+                raise StageFailed(stage_error(stage, future.result(raise_on_failure=False))) from None
+
+    def states(self) -> list[tuple[str, str]]:
+        """(stage, final state name) of every run: Completed (executed), Cached, Failed, NotReady."""
+        return [(stage, future.state.name) for stage, future in self.runs]
 
 
-def resolve(stage: str, futures: Any) -> Any:
-    """Wait for a stage's future(s); turn a failure into a StageFailed that names the stage."""
+def is_mapped(value: Any) -> bool:
+    # Prefect's `unmapped` is itself a tuple: it must be told apart first.
+    return isinstance(value, (list, tuple)) and not isinstance(value, unmapped)
+
+
+def stage_error(stage: str, err: BaseException | Any) -> str:
+    if not isinstance(err, BaseException):
+        return f"stage {stage!r} failed: {err}"
+    cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"stage {stage!r} failed: {type(err).__name__}: {cause}"
+
+
+# The stage runs of every flow run in this context, for a caller that reports them (the CLI).
+_tally: contextvars.ContextVar[list | None] = contextvars.ContextVar("crawl2chat_stage_tally", default=None)
+
+
+@contextlib.contextmanager
+def tally_stage_runs() -> Iterator[list[tuple[str, str]]]:
+    """Collect (stage, final state name) of every stage run of the flows called in the block,
+    subflows included, as each flow finishes waiting for its stages."""
+    runs: list[tuple[str, str]] = []
+    token = _tally.set(runs)
     try:
-        if isinstance(futures, PrefectFuture):
-            return futures.result()
-        return [f.result() for f in futures]
-    except StageFailed:
-        raise
-    except Exception as err:  # noqa: BLE001 - re-raised with the stage's name
-        cause = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise StageFailed(f"stage {stage!r} failed: {type(err).__name__}: {cause}") from err
+        yield runs
+    finally:
+        _tally.reset(token)
 
 
 def work_path(work_dir: str) -> Path:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.futures import PrefectFuture
 from pydantic import BaseModel
 
-from flows.common import StageFailed, in_work_dir, owned_work_dir, resolve
+from flows.common import StageFailed, StageRuns, owned_work_dir
 from flows.config import PipelineConfig
 from flows.runners import make_task_runner
 from tasks.core.store import Manifest
@@ -42,19 +42,19 @@ def per_file(crawl: Manifest) -> list[Manifest]:
             for f in crawl.files]
 
 
-def dedup(config: PipelineConfig, work: str, docs: list[Manifest]) -> tuple[list[Manifest], Manifest]:
-    cfg = config.data.dedup
+def dedup(stages: StageRuns, config: PipelineConfig, docs: list) -> tuple[list, PrefectFuture]:
+    """Dedup's four mapped steps. Candidates need every file's signatures, so this is where the
+    per-file streams meet; each step still starts as soon as its own inputs are ready."""
+    cfg, work = config.data.dedup, stages.work_dir
     shards = list(range(len(docs)))
-    signatures = resolve("dedup-signatures", in_work_dir(signatures_task, work).map(
-        docs, shards, work_dir=unmapped(work), config=unmapped(cfg)))
+    signatures = stages.map(signatures_task, docs, shards, work_dir=unmapped(work), config=unmapped(cfg))
     bands = ([EXACT_BAND] if cfg.exact else []) + (list(range(cfg.bands)) if cfg.minhash else [])
-    candidates = resolve("dedup-candidates", in_work_dir(candidates_task, work).map(
-        unmapped(signatures), bands, work_dir=unmapped(work), config=unmapped(cfg)))
-    index = in_work_dir(index_task, work).submit(signatures, work, cfg)
-    clusters = resolve("dedup-clusters", in_work_dir(clusters_task, work).submit(candidates, work))
-    kept = resolve("dedup", in_work_dir(dedup_filter_task, work).map(
-        docs, shards, clusters=unmapped(clusters), work_dir=unmapped(work)))
-    return kept, resolve("dedup-index", index)
+    candidates = stages.map(candidates_task, unmapped(signatures), bands, work_dir=unmapped(work),
+                            config=unmapped(cfg))
+    index = stages.submit(index_task, signatures, work, cfg)
+    clusters = stages.submit(clusters_task, candidates, work)
+    kept = stages.map(dedup_filter_task, docs, shards, clusters=unmapped(clusters), work_dir=unmapped(work))
+    return kept, index
 
 
 def publish_accounting(accounting: Manifest, work: str) -> None:
@@ -71,47 +71,50 @@ def publish_accounting(accounting: Manifest, work: str) -> None:
     create_markdown_artifact("\n".join(lines), key="data-reject-samples")
 
 
-def run_data_flow(config: PipelineConfig) -> DataResult:
-    """The data flow on the task runner the config names (threads, processes, Dask or Ray)."""
-    return data_flow.with_options(task_runner=make_task_runner(config.data.runner))(config)
-
-
-@flow(name="data", task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="data")
 def data_flow(config: PipelineConfig) -> DataResult:
-    """Build the clean document set from the crawl."""
-    logger = get_run_logger()
+    """Build the clean document set from the crawl, on the task runner `data.runner` names
+    (threads, processes, Dask or Ray): read from each run's own parameters, so a run from the UI
+    with another runner gets it."""
     with owned_work_dir(config, check_devices=False) as work:
-        cfg = config.data
-        if cfg.source.kind == "synthetic":
-            crawl = resolve("synthetic-crawl", in_work_dir(synthetic_crawl_task, work).submit(work, cfg.crawl))
-        else:
-            crawl = resolve("crawl-source", in_work_dir(source_task, work).submit(cfg.source))
-        files = per_file(crawl)
-        logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
+        runner = make_task_runner(config.data.runner)
+        return data_stages.with_options(task_runner=runner)(config, work)
 
-        lists = load_url_lists(cfg.urlfilter)
-        urls = resolve("url-filter", in_work_dir(url_filter_task, work).map(
-            files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter), lists=unmapped(lists),
-            source=unmapped(cfg.source)))
-        extracted = resolve("extract", in_work_dir(extract_task, work).map(
-            urls, crawl=unmapped(crawl.stats["crawl"]), work_dir=unmapped(work), config=unmapped(cfg.extract),
-            source=unmapped(cfg.source)))
-        langs = resolve("langid", in_work_dir(langid_task, work).map(
-            extracted, work_dir=unmapped(work), config=unmapped(cfg.langid)))
-        good = resolve("quality", in_work_dir(quality_task, work).map(
-            langs, work_dir=unmapped(work), config=unmapped(cfg.quality)))
-        scrubbed = resolve("pii", in_work_dir(pii_task, work).map(
-            good, work_dir=unmapped(work), config=unmapped(cfg.pii)))
-        docs, index = dedup(config, work, scrubbed)
-        logger.info("dedup index of this run (for dedup.previous_index of a later one): %s",
-                    index.located(work).files[0].path)
 
-        stages = {"urlfilter": urls, "extract": extracted, "langid": langs, "quality": good, "dedup": docs}
-        accounting = resolve("data-accounting", in_work_dir(accounting_task, work).submit(stages, crawl, work))
-        publish_accounting(accounting, work)
-        kept, pages = accounting.stats["final_docs"], accounting.stats["input_docs"]
-        logger.info("data: %d of %d pages kept", kept, pages)
-        if kept == 0:
-            raise StageFailed(f"stage 'data' produced no documents: nothing of the {pages} pages "
-                              "survived the filters (see the data-removed artifact)")
-        return DataResult(crawl=crawl, docs=docs, accounting=accounting, dedup_index=index)
+@flow(name="data-stages")
+def data_stages(config: PipelineConfig, work: str) -> DataResult:
+    """Every data stage maps over the crawl's WARC files; each file's stages run as soon as that
+    file's previous stage is done, whatever the other files are doing."""
+    logger = get_run_logger()
+    cfg = config.data
+    stages = StageRuns(work)
+    if cfg.source.kind == "synthetic":
+        crawl = stages.result(stages.submit(synthetic_crawl_task, work, cfg.crawl))
+    else:
+        crawl = stages.result(stages.submit(source_task, cfg.source))
+    files = per_file(crawl)
+    logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
+
+    lists = load_url_lists(cfg.urlfilter)
+    urls = stages.map(url_filter_task, files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter),
+                      lists=unmapped(lists), source=unmapped(cfg.source))
+    extracted = stages.map(extract_task, urls, crawl=unmapped(crawl.stats["crawl"]), work_dir=unmapped(work),
+                           config=unmapped(cfg.extract), source=unmapped(cfg.source))
+    langs = stages.map(langid_task, extracted, work_dir=unmapped(work), config=unmapped(cfg.langid))
+    good = stages.map(quality_task, langs, work_dir=unmapped(work), config=unmapped(cfg.quality))
+    scrubbed = stages.map(pii_task, good, work_dir=unmapped(work), config=unmapped(cfg.pii))
+    docs, index = dedup(stages, config, scrubbed)
+    per_stage = {"urlfilter": urls, "extract": extracted, "langid": langs, "quality": good, "dedup": docs}
+    accounting = stages.submit(accounting_task, per_stage, crawl, work)
+    stages.wait()
+
+    accounting, index = accounting.result(), index.result()
+    logger.info("dedup index of this run (for dedup.previous_index of a later one): %s",
+                index.located(work).files[0].path)
+    publish_accounting(accounting, work)
+    kept, pages = accounting.stats["final_docs"], accounting.stats["input_docs"]
+    logger.info("data: %d of %d pages kept", kept, pages)
+    if kept == 0:
+        raise StageFailed(f"stage 'data' produced no documents: nothing of the {pages} pages "
+                          "survived the filters (see the data-removed artifact)")
+    return DataResult(crawl=crawl, docs=[d.result() for d in docs], accounting=accounting, dedup_index=index)

@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import in_work_dir, owned_work_dir, resolve
+from flows.common import StageRuns, owned_work_dir
 from flows.config import PipelineConfig
 from flows.data import DataResult
 from flows.tokenizer import TokenizerResult
@@ -24,9 +24,9 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
     Missing inputs come from the upstream flows (cached when nothing changed)."""
     with owned_work_dir(config) as work:
         if data is None:
-            from flows.data import run_data_flow
+            from flows.data import data_flow
 
-            data = run_data_flow(config)
+            data = data_flow(config)
         if tokens is None:
             from flows.tokenizer import tokenizer_flow
 
@@ -38,7 +38,10 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
         manifests = {"accounting": data.accounting, "tokenizer": tokens.tokenizer, "shards": tokens.shards,
                      "chat_data": models.chat_data, "pretrain": models.base, "sft": models.sft,
                      "reward": models.reward, "rlhf": models.rlhf}
-        result = resolve("evaluate", in_work_dir(evaluate_task, work).submit(manifests, work, config.evaluate))
+        stages = StageRuns(work)
+        evaluated = stages.submit(evaluate_task, manifests, work, config.evaluate)
+        stages.wait()
+        result = evaluated.result()
         # The report card and its plots, copied to the top of the work dir where users look.
         for entry in result.located(work).files:
             with atomic_path(Path(work) / Path(entry.path).name) as tmp:

@@ -10,12 +10,12 @@ from prefect import flow
 
 from flows.common import owned_work_dir
 from flows.config import PipelineConfig
-from flows.data import run_data_flow
+from flows.data import data_flow
 from flows.tokenizer import TokenizerResult, tokenizer_flow
 
 
 @flow(name="data-refresh")
 def refresh_flow(config: PipelineConfig = PipelineConfig()) -> TokenizerResult:
     with owned_work_dir(config, check_devices=False):
-        data = run_data_flow(config)
+        data = data_flow(config)
         return tokenizer_flow(config, data.docs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from flows.common import in_work_dir, owned_work_dir, resolve
+from flows.common import StageRuns, owned_work_dir
 from flows.config import PipelineConfig
 from tasks.core.store import Manifest
 from tasks.tokenizer.bpe import train_tokenizer_task
@@ -23,11 +23,14 @@ def tokenizer_flow(config: PipelineConfig, docs: list[Manifest] | None = None) -
     (from its cache when nothing upstream changed)."""
     with owned_work_dir(config, check_devices=False) as work:
         if docs is None:
-            from flows.data import run_data_flow
+            from flows.data import data_flow
 
-            docs = run_data_flow(config).docs
-        cfg = config.tokenizer
-        tokenizer = resolve("train-tokenizer", in_work_dir(train_tokenizer_task, work).submit(docs, work, cfg.bpe))
-        shards = resolve("token-shards", in_work_dir(shards_task, work).submit(docs, tokenizer, work, cfg.shards))
-        get_run_logger().info("tokenizer: %d tokens; shards: %s", tokenizer.stats["vocab_size"], shards.stats)
-        return TokenizerResult(tokenizer=tokenizer, shards=shards)
+            docs = data_flow(config).docs
+        cfg, stages = config.tokenizer, StageRuns(work)
+        tokenizer = stages.submit(train_tokenizer_task, docs, work, cfg.bpe)
+        shards = stages.submit(shards_task, docs, tokenizer, work, cfg.shards)
+        stages.wait()
+        result = TokenizerResult(tokenizer=tokenizer.result(), shards=shards.result())
+        get_run_logger().info("tokenizer: %d tokens; shards: %s", result.tokenizer.stats["vocab_size"],
+                              result.shards.stats)
+        return result

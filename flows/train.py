@@ -12,7 +12,7 @@ import contextlib
 from prefect import flow
 from pydantic import BaseModel
 
-from flows.common import in_work_dir, owned_work_dir, resolve
+from flows.common import StageRuns, owned_work_dir
 from flows.config import PipelineConfig
 from flows.tokenizer import TokenizerResult
 from tasks.chat.world import chat_data_task
@@ -50,15 +50,13 @@ def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) ->
             from flows.tokenizer import tokenizer_flow
 
             tokens = tokenizer_flow(config)
-        cfg = config.train
-        chat_data = resolve("chat-data", in_work_dir(chat_data_task, work).submit(
-            work, cfg.chat_data, config.data.crawl.seed))
+        cfg, stages = config.train, StageRuns(work)
+        chat_data = stages.submit(chat_data_task, work, cfg.chat_data, config.data.crawl.seed)
         with gpu_slot(config):
-            base = resolve("pretrain", in_work_dir(pretrain_task, work).submit(
-                tokens.shards, tokens.tokenizer, work, cfg.pretrain))
-            sft = resolve("sft", in_work_dir(sft_task, work).submit(base, tokens.tokenizer, chat_data, work, cfg.sft))
-            reward = resolve("reward-model", in_work_dir(reward_task, work).submit(
-                sft, tokens.tokenizer, chat_data, work, cfg.reward))
-            rlhf = resolve("rlhf", in_work_dir(rlhf_task, work).submit(
-                sft, reward, tokens.tokenizer, chat_data, work, cfg.rlhf))
-        return TrainResult(chat_data=chat_data, base=base, sft=sft, reward=reward, rlhf=rlhf)
+            base = stages.submit(pretrain_task, tokens.shards, tokens.tokenizer, work, cfg.pretrain)
+            sft = stages.submit(sft_task, base, tokens.tokenizer, chat_data, work, cfg.sft)
+            reward = stages.submit(reward_task, sft, tokens.tokenizer, chat_data, work, cfg.reward)
+            rlhf = stages.submit(rlhf_task, sft, reward, tokens.tokenizer, chat_data, work, cfg.rlhf)
+            stages.wait()
+        return TrainResult(chat_data=chat_data.result(), base=base.result(), sft=sft.result(),
+                           reward=reward.result(), rlhf=rlhf.result())

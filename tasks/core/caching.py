@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -143,6 +142,8 @@ def code_digest(name: str) -> str:
 
 @lru_cache(maxsize=None)
 def package_version(name: str) -> str:
+    import importlib.metadata  # here, not at the top: a tenth of a second a worker need not pay
+
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

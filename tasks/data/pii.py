@@ -45,7 +45,7 @@ def scrub(text: str, config: PiiConfig) -> tuple[str, int]:
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
-@stage_task("pii", per="docs")
+@stage_task("pii")
 def pii_task(docs: Manifest, work_dir: str, config: PiiConfig) -> Manifest:
     path = docs.files[0].path
     rows, replaced = [], 0

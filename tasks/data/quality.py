@@ -249,7 +249,7 @@ def filter_quality(docs: list[dict], config: QualityConfig) -> tuple[list[dict],
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
-@stage_task("quality", per="docs")
+@stage_task("quality")
 def quality_task(docs: Manifest, work_dir: str, config: QualityConfig) -> Manifest:
     path = docs.files[0].path
     kept, rejected = filter_quality(read_rows(path), config)

@@ -129,7 +129,7 @@ def filter_warc_urls(warc: FileEntry, out_dir: str | Path, config: UrlFilterConf
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
-@stage_task("url-filter", per="warc", packages=("fastwarc", "tldextract"), ignore=("source",))
+@stage_task("url-filter", packages=("fastwarc", "tldextract"), ignore=("source",))
 def url_filter_task(warc: Manifest, work_dir: str, config: UrlFilterConfig, lists: UrlLists,
                     source: SourceConfig) -> Manifest:
     return filter_warc_urls(warc.files[0], output_dir(work_dir), config, lists, source)

@@ -11,18 +11,18 @@ import pytest
 from prefect.results import ResultRecord
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.common import StageFailed
+from flows.common import StageFailed, tally_stage_runs
 from flows.config import PipelineConfig
 from flows.pipeline import pipeline
-from flows.runs import task_states
 from tests.support.pipeline import ALL_STAGES, TOKENIZER_STAGES, TRAIN_STAGES, micro_config
 
 
 def run(config: PipelineConfig):
     """Run the pipeline; return its final state and {stage: set of task-run state names}."""
-    state = pipeline(config, return_state=True)
+    with tally_stage_runs() as runs:
+        state = pipeline(config, return_state=True)
     by_stage: dict[str, set[str]] = {}
-    for stage, name in task_states(state.state_details.flow_run_id):
+    for stage, name in runs:
         by_stage.setdefault(stage, set()).add(name)
     return state, by_stage
 
@@ -192,7 +192,8 @@ def test_rerun_after_a_failure_reexecutes_only_the_failed_stage_and_downstream(f
     with pytest.raises(StageFailed, match="stage 'reward-model' failed: RuntimeError: injected failure"):
         state.result()
     assert by_stage["reward-model"] == {"Failed"}
-    assert "rlhf" not in by_stage and "evaluate" not in by_stage
+    assert by_stage["rlhf"] == {"NotReady"}  # submitted, never run: its input failed
+    assert "evaluate" not in by_stage
 
     monkeypatch.undo()
     state, by_stage = run(config)
@@ -270,3 +271,58 @@ def test_a_device_the_machine_lacks_fails_the_flow_before_any_stage_with_the_cau
     errors = [message for level, message in flow_run_logs(state.state_details.flow_run_id) if level >= 40]
     assert errors[0].startswith("crawl2chat: machine check: train.rlhf.device 'cuda' asks for a GPU")
     assert "\n" not in errors[0]
+
+
+def task_runs_of(flow_run_id, names: set[str], settle_s: float = 30.0) -> dict[str, object]:
+    """{task run name: task run} under the flow run and its subflows, once every named run has a
+    start and an end time (they reach the API a moment after the flow returns)."""
+    import time
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter,
+                                                TaskRunFilterFlowRunId)
+
+    deadline = time.monotonic() + settle_s
+    with get_client(sync_client=True) as client:
+        while True:
+            flows, frontier = [flow_run_id], [flow_run_id]
+            while frontier:
+                frontier = [f.id for f in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))]
+                flows += frontier
+            runs = {r.name: r for r in client.read_task_runs(task_run_filter=TaskRunFilter(
+                flow_run_id=TaskRunFilterFlowRunId(any_=flows)))}
+            if all(n in runs and runs[n].start_time and runs[n].end_time for n in names) \
+                    or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.5)
+
+
+def test_a_slow_warc_file_does_not_hold_the_others(harness, tmp_path, monkeypatch):
+    """Futures flow from stage to stage per file: with the URL filter of the last WARC file slowed
+    down, extraction of the first file starts before that filter finishes; and each mapped run is
+    named after its file in the UI."""
+    import time
+
+    import tasks.data.urlfilter
+    from flows.data import data_flow
+
+    config = micro_config(tmp_path, data={"crawl": {"num_files": 4, "pages_per_file": 12},
+                                          "runner": {"kind": "threads", "workers": 2}})
+    real = tasks.data.urlfilter.filter_warc_urls
+
+    def slow_on_the_last_file(warc, *args, **kwargs):
+        if warc.path.endswith("00003.warc.gz"):
+            time.sleep(4)
+        return real(warc, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.data.urlfilter, "filter_warc_urls", slow_on_the_last_file)
+    state = data_flow(config, return_state=True)
+    assert state.is_completed()
+    crawl = state.result().crawl
+    stems = [f.path.rsplit("/", 1)[-1].split(".")[0] for f in crawl.files]
+    first_extract, last_filter = f"extract[{stems[0]}]", f"url-filter[{stems[-1]}]"
+    runs = task_runs_of(state.state_details.flow_run_id, {first_extract, last_filter})
+    for stage in ("url-filter", "extract", "langid", "quality", "pii", "dedup-signatures", "dedup-filter"):
+        assert {f"{stage}[{stem}]" for stem in stems} <= runs.keys(), " ".join(sorted(runs))
+    assert runs[first_extract].start_time < runs[last_filter].end_time

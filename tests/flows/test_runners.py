@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.data import run_data_flow
+from flows.data import data_flow
 from tests.support.pipeline import micro_config
 
 
@@ -26,24 +26,24 @@ def threads_work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def threads_run(harness, threads_work):
-    return run_data_flow(micro_config(threads_work))
+    return data_flow(micro_config(threads_work))
 
 
 def test_two_runs_write_the_same_bytes(threads_run, tmp_path):
-    again = run_data_flow(micro_config(tmp_path))
+    again = data_flow(micro_config(tmp_path))
     assert output_digests(again) == output_digests(threads_run)
     assert again.accounting.stats == threads_run.accounting.stats
 
 
 def test_local_dask_cluster_of_two_workers_gives_the_same_output(threads_run, tmp_path):
-    result = run_data_flow(micro_config(tmp_path, data={"runner": {"kind": "dask", "workers": 2}}))
+    result = data_flow(micro_config(tmp_path, data={"runner": {"kind": "dask", "workers": 2}}))
     assert output_digests(result) == output_digests(threads_run)
     # Manifests name files relative to the work dir, and the files are there.
     assert all((tmp_path / f.path).is_file() and not f.path.startswith("/") for m in result.docs for f in m.files)
 
 
 def test_process_pool_gives_the_same_output(threads_run, tmp_path):
-    result = run_data_flow(micro_config(tmp_path, data={"runner": {"kind": "processes", "workers": 2}}))
+    result = data_flow(micro_config(tmp_path, data={"runner": {"kind": "processes", "workers": 2}}))
     assert output_digests(result) == output_digests(threads_run)
 
 
@@ -75,7 +75,7 @@ def test_crawl_id_over_http_with_faults_gives_the_same_documents(threads_run, th
     faults = {path: ["503", "drop"] for path in files}
     with serve(files, faults) as base:
         source = {"kind": "commoncrawl", "crawl_id": "TEST-1", "base_url": base, "backoff_s": 0.01}
-        result = run_data_flow(micro_config(tmp_path, data={"source": source}))
+        result = data_flow(micro_config(tmp_path, data={"source": source}))
 
     def texts(r, work):
         return [(d["url"], d["text"]) for m in r.docs for d in read_rows(m.located(work).files[0].path)]

@@ -269,6 +269,19 @@ def retry_like_the_ui(live: Live, flow_run_id: UUID) -> dt.datetime:
     return dt.datetime.fromisoformat(body["state"]["timestamp"])
 
 
+def flow_tree(client, root: UUID) -> list:
+    """The flow run's subflow runs, all levels down."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    runs, frontier = [], [root]
+    while frontier:
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))
+        runs += children
+        frontier = [c.id for c in children]
+    return runs
+
+
 def stage_runs(flow_run_id: UUID, since: dt.datetime | None = None, expect: set[str] = frozenset(),
                settle_s: float = 30) -> dict[str, list]:
     """{stage: [task run, ...]} under the flow run and its subflows (subflow calls left out), only
@@ -278,20 +291,18 @@ def stage_runs(flow_run_id: UUID, since: dt.datetime | None = None, expect: set[
     from prefect import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
 
-    from flows.runs import _flow_tree
-
     deadline = time.monotonic() + settle_s
     previous, stable_since = None, time.monotonic()
     with get_client(sync_client=True) as client:
         while True:
-            flows = _flow_tree(client, flow_run_id)
+            flows = flow_tree(client, flow_run_id)
             subflow_calls = {f.parent_task_run_id for f in flows}
             runs = [r for r in client.read_task_runs(task_run_filter=TaskRunFilter(
                         flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id] + [f.id for f in flows])))
                     if r.id not in subflow_calls and (since is None or (r.expected_start_time or r.created) >= since)]
             by_stage: dict[str, list] = {}
             for r in runs:
-                by_stage.setdefault(r.name.rsplit("-", 1)[0], []).append(r)
+                by_stage.setdefault(r.name.split("[")[0], []).append(r)  # "extract[CC-…-00001]"
             snapshot = sorted((r.name, r.state.name if r.state else "Pending") for r in runs)
             if snapshot != previous:
                 previous, stable_since = snapshot, time.monotonic()

@@ -1,0 +1,155 @@
+"""`crawl2chat run | chat | serve | sample-crawl | report`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def _config(args):
+    from flows.config import ConfigError, load_config, parse_override
+
+    overrides: dict = {}
+    try:
+        from flows.config import deep_merge
+
+        for item in args.set or []:
+            overrides = deep_merge(overrides, parse_override(item))
+        if args.work_dir:
+            overrides["work_dir"] = args.work_dir
+        return load_config(args.preset, overrides)
+    except ConfigError as err:
+        sys.exit(f"crawl2chat: config error: {err}")
+
+
+class _StageFailureWithoutTraceback(logging.Filter):
+    """A StageFailed already says which stage failed and why: log it as that one line.
+
+    Other exceptions keep their traceback, since those are bugs to debug, not bad input.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flows.common import MachineUnfit, StageFailed
+        from tasks.core.lease import LeaseLost, WorkDirBusy
+
+        if record.exc_info and isinstance(record.exc_info[1], (StageFailed, MachineUnfit, WorkDirBusy, LeaseLost)):
+            record.msg = f"{record.getMessage().splitlines()[0]}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def cmd_run(args) -> int:
+    config = _config(args)
+    from flows.common import MachineUnfit, check_machine
+    from tasks.core.lease import WorkDirBusy, hold_work_dir
+
+    # Before any work, and before Prefect starts: a machine that lacks what the config asks for,
+    # or a work dir another run is writing, is one line. The pipeline flow holds the same lease
+    # again (reentrant within this process).
+    try:
+        check_machine(config)
+        with hold_work_dir(config.work_dir, label="crawl2chat run"):
+            return _run_pipeline(config)
+    except (MachineUnfit, WorkDirBusy) as refusal:
+        sys.exit(f"crawl2chat: {refusal}")
+
+
+def _run_pipeline(config) -> int:
+    from collections import Counter
+
+    from flows.common import StageFailed, tally_stage_runs
+    from flows.pipeline import pipeline
+
+    # Prefect's console handler sits on the root logger once Prefect has configured logging.
+    for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
+        handler.addFilter(_StageFailureWithoutTraceback())
+
+    with tally_stage_runs() as runs:
+        state = pipeline(config, return_state=True)
+    counts = Counter(state_name for _, state_name in runs)
+    print(f"crawl2chat: {counts.get('Completed', 0)} stage runs executed, {counts.get('Cached', 0)} cached"
+          + (f", {counts.get('Failed', 0)} failed" if counts.get("Failed") else ""))
+    if state.is_failed():
+        try:
+            state.result()
+        except StageFailed as err:
+            print(f"crawl2chat: {err}", file=sys.stderr)
+        except Exception as err:  # noqa: BLE001 - one line instead of a traceback
+            print(f"crawl2chat: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                  file=sys.stderr)
+        return 1
+    print(f"crawl2chat: report card: {state.result()}")
+    return 0
+
+
+def cmd_sample_crawl(args) -> int:
+    from tasks.data.synthetic import CrawlConfig, generate_crawl
+
+    manifest = generate_crawl(CrawlConfig(seed=args.seed, num_files=args.files, pages_per_file=args.pages), args.out)
+    for f in manifest.files:
+        print(f.path)
+    print(f"{manifest.stats['pages']} pages; labels in {manifest.extras['labels'].path}: {manifest.stats['labels']}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    config = _config(args)
+    path = Path(config.work_dir) / "report.md"
+    if not path.exists():
+        sys.exit(f"crawl2chat: no report card at {path}: run `crawl2chat run` first")
+    print(path.read_text())
+    return 0
+
+
+def cmd_chat(args) -> int:
+    config = _config(args)
+    from cli.chat import chat_session
+
+    return chat_session(config, args.model, args.prompt)
+
+
+def cmd_serve(args) -> int:
+    from deployments.serve import serve_all
+
+    serve_all(args.preset)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The temporary local server's telemetry heartbeat contends for its SQLite file and
+    # logs spurious "database is locked" tracebacks; a local CLI run has no use for it.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    parser = argparse.ArgumentParser(prog="crawl2chat", description="From Common Crawl to a chat model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p):
+        p.add_argument("--preset", default="tiny", help="a preset name (flows/presets/) or a YAML file")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a field, e.g. --set train.pretrain.steps=100 (repeatable)")
+        p.add_argument("--work-dir", help="where every stage writes (default: the preset's)")
+        return p
+
+    with_config(sub.add_parser("run", help="run the whole pipeline")).set_defaults(fn=cmd_run)
+    p = with_config(sub.add_parser("chat", help="talk to a trained model"))
+    p.add_argument("--model", choices=["sft", "rlhf"], default="rlhf")
+    p.add_argument("--prompt", help="answer one prompt and exit")
+    p.set_defaults(fn=cmd_chat)
+    p = sub.add_parser("serve", help="serve the deployments (UI runs, schedules)")
+    p.add_argument("--preset", default="tiny")
+    p.set_defaults(fn=cmd_serve)
+    p = sub.add_parser("sample-crawl", help="write the synthetic crawl on its own")
+    p.add_argument("--out", default="sample-crawl")
+    p.add_argument("--files", type=int, default=2)
+    p.add_argument("--pages", type=int, default=50)
+    p.add_argument("--seed", type=int, default=1234)
+    p.set_defaults(fn=cmd_sample_crawl)
+    with_config(sub.add_parser("report", help="print the last report card")).set_defaults(fn=cmd_report)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Deployments: the full pipeline, a recurring data refresh, and each stage group on its own.
+
+`crawl2chat serve` serves them all from this process; with a Prefect server running
+(`prefect server start`), each appears in the UI with its parameter form, and the data refresh
+runs on its cron schedule. Every deployment takes the same PipelineConfig, so a stage group run
+from the UI reuses the cached output of the stages before it.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+
+from flows.config import load_config
+from flows.data import data_flow
+from flows.evaluate import evaluate_flow
+from flows.pipeline import pipeline
+from flows.refresh import refresh_flow
+from flows.tokenizer import tokenizer_flow
+from flows.train import train_flow
+
+REFRESH_CRON = "0 3 * * 1"  # Mondays 03:00: a weekly refresh, as new crawls are monthly
+
+
+def deployments(preset: str = "tiny") -> list:
+    config = load_config(preset)
+    params = {"config": config.model_dump(mode="json")}
+    return [
+        pipeline.to_deployment("full-pipeline", parameters=params, tags=["crawl2chat"]),
+        refresh_flow.to_deployment("data-refresh", cron=REFRESH_CRON, parameters=params, tags=["crawl2chat"]),
+        # The data flow picks its task runner from each run's own `data.runner` parameter.
+        data_flow.to_deployment("data", parameters=params, tags=["crawl2chat", "stage"]),
+        tokenizer_flow.to_deployment("tokenizer", parameters=params, tags=["crawl2chat", "stage"]),
+        train_flow.to_deployment("train", parameters=params, tags=["crawl2chat", "stage"]),
+        evaluate_flow.to_deployment("evaluate", parameters=params, tags=["crawl2chat", "stage"]),
+    ]
+
+
+def serve_all(preset: str = "tiny") -> None:
+    serve(*deployments(preset))
+
+
+if __name__ == "__main__":
+    serve_all()

@@ -1,0 +1,111 @@
+"""PipelineConfig: the composition of every stage's own config, and the presets in flows/presets/
+(package data, so an installed wheel finds them too).
+
+The pipeline flow takes a PipelineConfig as its parameter, so the Prefect UI renders it as a form.
+Unknown fields are refused, so a typo fails before any work instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from flows.runners import RunnerConfig
+from tasks.chat.world import ChatDataConfig
+from tasks.core.store import StageConfig
+from tasks.data.dedup import DedupConfig
+from tasks.data.extract import ExtractConfig
+from tasks.data.fetch import SourceConfig
+from tasks.data.langid import LangIdConfig
+from tasks.data.pii import PiiConfig
+from tasks.data.quality import QualityConfig
+from tasks.data.synthetic import CrawlConfig
+from tasks.data.urlfilter import UrlFilterConfig
+from tasks.eval.evaluate import EvalConfig
+from tasks.tokenizer.bpe import BpeConfig
+from tasks.tokenizer.shards import ShardConfig
+from tasks.train.pretrain import PretrainConfig
+from tasks.train.reward import RewardConfig
+from tasks.train.rlhf import RlhfConfig
+from tasks.train.sft import SftConfig
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+class DataConfig(StageConfig):
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Where the mapped data stages run")
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    crawl: CrawlConfig = Field(default_factory=CrawlConfig, description="The synthetic crawl (source.kind: synthetic)")
+    urlfilter: UrlFilterConfig = Field(default_factory=UrlFilterConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    langid: LangIdConfig = Field(default_factory=LangIdConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+
+
+class TokenizerConfig(StageConfig):
+    bpe: BpeConfig = Field(default_factory=BpeConfig)
+    shards: ShardConfig = Field(default_factory=ShardConfig)
+
+
+class TrainConfig(StageConfig):
+    chat_data: ChatDataConfig = Field(default_factory=ChatDataConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    sft: SftConfig = Field(default_factory=SftConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    rlhf: RlhfConfig = Field(default_factory=RlhfConfig)
+
+
+class PipelineConfig(StageConfig):
+    work_dir: str = Field("work", description="Where every stage writes; results and caches live here too")
+    data: DataConfig = Field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names the field."""
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(preset: str | Path = "tiny", overrides: dict | None = None) -> PipelineConfig:
+    """A preset by name (flows/presets/<name>.yaml) or path, with nested overrides applied on top."""
+    path = Path(preset)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{preset}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise ConfigError(f"no preset {preset!r} (known: {known})")
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        return PipelineConfig.model_validate(deep_merge(raw, overrides or {}))
+    except ValidationError as err:
+        raise ConfigError(f"invalid config {path.name}: {describe_validation_error(err)}") from None
+
+
+def parse_override(text: str) -> dict:
+    """'train.pretrain.steps=100' → {'train': {'pretrain': {'steps': 100}}} (value parsed as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not of the form section.field=value")
+    out: dict = yaml.safe_load(value) if value else None
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out

@@ -1,0 +1,120 @@
+"""The data flow: crawl → URL filter → extraction → language ID → quality → PII → dedup.
+
+Every data stage maps over the crawl's WARC files on the flow's task runner; dedup runs as its
+four mapped steps. At the end, the accounting of every filter becomes Prefect artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFuture
+from pydantic import BaseModel
+
+from flows.common import StageFailed, StageRuns, owned_work_dir
+from flows.config import PipelineConfig
+from flows.runners import make_task_runner
+from tasks.core.store import Manifest
+from tasks.data.accounting import accounting_task
+from tasks.data.commoncrawl import source_task
+from tasks.data.dedup import EXACT_BAND, candidates_task, clusters_task, dedup_filter_task, index_task, signatures_task
+from tasks.data.extract import extract_task
+from tasks.data.langid import langid_task
+from tasks.data.pii import pii_task
+from tasks.data.quality import quality_task
+from tasks.data.synthetic import synthetic_crawl_task
+from tasks.data.urlfilter import load_url_lists, url_filter_task
+
+
+class DataResult(BaseModel):
+    crawl: Manifest
+    docs: list[Manifest]
+    accounting: Manifest
+    dedup_index: Manifest
+
+
+def per_file(crawl: Manifest) -> list[Manifest]:
+    """One manifest per WARC file, so each mapped task is keyed on its own file only."""
+    return [Manifest(stage=crawl.stage, files=[f], stats={"crawl": crawl.stats.get("crawl", "")})
+            for f in crawl.files]
+
+
+def dedup(stages: StageRuns, config: PipelineConfig, docs: list) -> tuple[list, PrefectFuture]:
+    """Dedup's four mapped steps. Candidates need every file's signatures, so this is where the
+    per-file streams meet; each step still starts as soon as its own inputs are ready."""
+    cfg, work = config.data.dedup, stages.work_dir
+    shards = list(range(len(docs)))
+    signatures = stages.map(signatures_task, docs, shards, work_dir=unmapped(work), config=unmapped(cfg))
+    bands = ([EXACT_BAND] if cfg.exact else []) + (list(range(cfg.bands)) if cfg.minhash else [])
+    candidates = stages.map(candidates_task, unmapped(signatures), bands, work_dir=unmapped(work),
+                            config=unmapped(cfg))
+    index = stages.submit(index_task, signatures, work, cfg)
+    clusters = stages.submit(clusters_task, candidates, work)
+    kept = stages.map(dedup_filter_task, docs, shards, clusters=unmapped(clusters), work_dir=unmapped(work))
+    return kept, index
+
+
+def publish_accounting(accounting: Manifest, work: str) -> None:
+    report = json.loads(Path(accounting.located(work).files[0].path).read_text())
+    create_table_artifact(report["removed"], key="data-removed",
+                          description="Documents kept and removed per stage and reason")
+    if "ground_truth" in report:
+        create_table_artifact(report["ground_truth"], key="data-filter-scores",
+                              description="Each stage against the synthetic crawl's labels")
+    lines = ["# Rejected documents, sampled per reason", ""]
+    for reason, samples in report["samples"].items():
+        lines.append(f"## {reason}")
+        lines += [f"- {s['url']}: {s['text'][:120]!r}" for s in samples]
+    create_markdown_artifact("\n".join(lines), key="data-reject-samples")
+
+
+@flow(name="data")
+def data_flow(config: PipelineConfig) -> DataResult:
+    """Build the clean document set from the crawl, on the task runner `data.runner` names
+    (threads, processes, Dask or Ray): read from each run's own parameters, so a run from the UI
+    with another runner gets it."""
+    with owned_work_dir(config, check_devices=False) as work:
+        runner = make_task_runner(config.data.runner)
+        return data_stages.with_options(task_runner=runner)(config, work)
+
+
+@flow(name="data-stages")
+def data_stages(config: PipelineConfig, work: str) -> DataResult:
+    """Every data stage maps over the crawl's WARC files; each file's stages run as soon as that
+    file's previous stage is done, whatever the other files are doing."""
+    logger = get_run_logger()
+    cfg = config.data
+    stages = StageRuns(work)
+    if cfg.source.kind == "synthetic":
+        crawl = stages.result(stages.submit(synthetic_crawl_task, work, cfg.crawl))
+    else:
+        crawl = stages.result(stages.submit(source_task, cfg.source))
+    files = per_file(crawl)
+    logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
+
+    lists = load_url_lists(cfg.urlfilter)
+    urls = stages.map(url_filter_task, files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter),
+                      lists=unmapped(lists), source=unmapped(cfg.source))
+    extracted = stages.map(extract_task, urls, crawl=unmapped(crawl.stats["crawl"]), work_dir=unmapped(work),
+                           config=unmapped(cfg.extract), source=unmapped(cfg.source))
+    langs = stages.map(langid_task, extracted, work_dir=unmapped(work), config=unmapped(cfg.langid))
+    good = stages.map(quality_task, langs, work_dir=unmapped(work), config=unmapped(cfg.quality))
+    scrubbed = stages.map(pii_task, good, work_dir=unmapped(work), config=unmapped(cfg.pii))
+    docs, index = dedup(stages, config, scrubbed)
+    per_stage = {"urlfilter": urls, "extract": extracted, "langid": langs, "quality": good, "dedup": docs}
+    accounting = stages.submit(accounting_task, per_stage, crawl, work)
+    stages.wait()
+
+    accounting, index = accounting.result(), index.result()
+    logger.info("dedup index of this run (for dedup.previous_index of a later one): %s",
+                index.located(work).files[0].path)
+    publish_accounting(accounting, work)
+    kept, pages = accounting.stats["final_docs"], accounting.stats["input_docs"]
+    logger.info("data: %d of %d pages kept", kept, pages)
+    if kept == 0:
+        raise StageFailed(f"stage 'data' produced no documents: nothing of the {pages} pages "
+                          "survived the filters (see the data-removed artifact)")
+    return DataResult(crawl=crawl, docs=[d.result() for d in docs], accounting=accounting, dedup_index=index)

@@ -1,0 +1,25 @@
+"""The whole DAG as one parent flow: data → tokenizer → train → evaluate."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.common import owned_work_dir
+from flows.config import PipelineConfig
+from flows.data import data_flow
+from flows.evaluate import evaluate_flow
+from flows.tokenizer import tokenizer_flow
+from flows.train import train_flow
+
+
+@flow(name="crawl2chat")
+def pipeline(config: PipelineConfig = PipelineConfig()) -> str:
+    """From a crawl to a chat model and its report card. Every stage is cached: a rerun with
+    nothing changed re-executes nothing, and a change re-executes only what depends on it."""
+    with owned_work_dir(config):
+        data = data_flow(config)
+        tokens = tokenizer_flow(config, data.docs)
+        models = train_flow(config, tokens)
+        report = evaluate_flow(config, data, tokens, models)
+    get_run_logger().info("report card: %s", report)
+    return report

@@ -1,0 +1,62 @@
+"""The training flow: pretraining → SFT → reward model → RLHF.
+
+Training stages hold the GPU; with a Prefect global concurrency limit named "gpu" (created by
+`prefect gcl create gpu --limit 1`), two runs never share one. Without that limit the flow runs
+unthrottled, which is what a laptop wants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prefect import flow
+from pydantic import BaseModel
+
+from flows.common import StageRuns, owned_work_dir
+from flows.config import PipelineConfig
+from flows.tokenizer import TokenizerResult
+from tasks.chat.world import chat_data_task
+from tasks.core.store import Manifest
+from tasks.train.pretrain import pretrain_task
+from tasks.train.reward import reward_task
+from tasks.train.rlhf import rlhf_task
+from tasks.train.sft import sft_task
+
+
+class TrainResult(BaseModel):
+    chat_data: Manifest
+    base: Manifest
+    sft: Manifest
+    reward: Manifest
+    rlhf: Manifest
+
+
+def gpu_slot(config: PipelineConfig):
+    """Hold the "gpu" concurrency slot when training on CUDA; nothing on CPU."""
+    import torch
+
+    if config.train.pretrain.device == "cpu" or not torch.cuda.is_available():
+        return contextlib.nullcontext()
+    from prefect.concurrency.sync import concurrency
+
+    return concurrency("gpu", occupy=1, strict=False)
+
+
+@flow(name="train")
+def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) -> TrainResult:
+    """Pretrain, then post-train. Without `tokens`, the tokenizer flow supplies them (cached)."""
+    with owned_work_dir(config) as work:
+        if tokens is None:
+            from flows.tokenizer import tokenizer_flow
+
+            tokens = tokenizer_flow(config)
+        cfg, stages = config.train, StageRuns(work)
+        chat_data = stages.submit(chat_data_task, work, cfg.chat_data, config.data.crawl.seed)
+        with gpu_slot(config):
+            base = stages.submit(pretrain_task, tokens.shards, tokens.tokenizer, work, cfg.pretrain)
+            sft = stages.submit(sft_task, base, tokens.tokenizer, chat_data, work, cfg.sft)
+            reward = stages.submit(reward_task, sft, tokens.tokenizer, chat_data, work, cfg.reward)
+            rlhf = stages.submit(rlhf_task, sft, reward, tokens.tokenizer, chat_data, work, cfg.rlhf)
+            stages.wait()
+        return TrainResult(chat_data=chat_data.result(), base=base.result(), sft=sft.result(),
+                           reward=reward.result(), rlhf=rlhf.result())

@@ -1,0 +1,137 @@
+"""Inference: a KV cache, temperature and top-k sampling, batched samples per prompt, and tools.
+
+When the model closes a calculator call (<|python_end|>), the engine evaluates the expression
+and forces <|output_start|> result <|output_end|> into that row; forced tokens are marked so
+RL never trains on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from models.calculator import CalculatorError, calculate
+from models.chat import ChatTokens
+from models.gpt import GPT
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of rows that advance together."""
+
+    def __init__(self, n_layer: int, batch: int, n_kv_head: int, head_dim: int, max_len: int,
+                 device, dtype=torch.float32):
+        shape = (n_layer, batch, n_kv_head, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        T = k.size(2)
+        if self.pos + T > self.k.size(3):
+            raise ValueError("KV cache is full")
+        self.k[layer, :, :, self.pos:self.pos + T] = k
+        self.v[layer, :, :, self.pos:self.pos + T] = v
+        return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
+
+    def advance(self, T: int) -> None:
+        self.pos += T
+
+    def expand(self, batch: int) -> "KVCache":
+        """Copy a one-row cache (a prefilled prompt) to `batch` rows."""
+        other = object.__new__(KVCache)
+        other.k = self.k.expand(-1, batch, -1, -1, -1).clone()
+        other.v = self.v.expand(-1, batch, -1, -1, -1).clone()
+        other.pos = self.pos
+        return other
+
+
+def new_cache(model: GPT, batch: int, max_len: int) -> KVCache:
+    c = model.config
+    p = next(model.parameters())
+    return KVCache(c.n_layer, batch, c.n_kv_head, c.n_embd // c.n_head, max_len, p.device, p.dtype)
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
+                generator: torch.Generator | None) -> torch.Tensor:
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@dataclass
+class Sample:
+    tokens: list[int]   # generated ids, tool outputs included
+    sampled: list[int]  # 1 where the model chose the token, 0 where the engine forced it
+
+
+@torch.no_grad()
+def generate(model: GPT, prompt: list[int], num_samples: int = 1, max_tokens: int = 64,
+             temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
+             chat: ChatTokens | None = None, stop: set[int] | None = None) -> list[Sample]:
+    """Sample `num_samples` continuations of one prompt with a KV cache.
+
+    With `chat`, calculator calls are executed and a row stops at <|assistant_end|> or <|bos|>.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    stop = set(stop or ())
+    if chat is not None:
+        stop |= {chat.assistant_end, chat.bos}
+    cache = new_cache(model, 1, len(prompt) + max_tokens)
+    logits = model(torch.tensor([prompt], device=device), kv_cache=cache)[:, -1]
+    cache = cache.expand(num_samples)
+    logits = logits.expand(num_samples, -1)
+    samples = [Sample([], []) for _ in range(num_samples)]
+    forced: list[list[int]] = [[] for _ in range(num_samples)]
+    expression: list[list[int] | None] = [None] * num_samples
+    done = [False] * num_samples
+    for _ in range(max_tokens):
+        chosen = sample_next(logits, temperature, top_k, generator).tolist()
+        for row in range(num_samples):
+            if done[row]:
+                continue
+            token, was_sampled = (forced[row].pop(0), 0) if forced[row] else (chosen[row], 1)
+            chosen[row] = token
+            samples[row].tokens.append(token)
+            samples[row].sampled.append(was_sampled)
+            if token in stop:
+                done[row] = True
+            elif chat is not None:
+                _track_tool(chat, token, row, expression, forced)
+        if all(done):
+            break
+        logits = model(torch.tensor(chosen, device=device)[:, None], kv_cache=cache)[:, -1]
+    return samples
+
+
+def _track_tool(chat: ChatTokens, token: int, row: int, expression: list, forced: list) -> None:
+    if token == chat.python_start:
+        expression[row] = []
+    elif token == chat.python_end and expression[row] is not None:
+        try:
+            result = calculate(chat.enc.decode(expression[row]))
+        except CalculatorError:
+            result = "error"
+        forced[row] += [chat.output_start] + chat.text(result) + [chat.output_end]
+        expression[row] = None
+    elif expression[row] is not None:
+        expression[row].append(token)
+
+
+@torch.no_grad()
+def generate_naive(model: GPT, prompt: list[int], max_tokens: int) -> list[int]:
+    """Greedy decoding without a cache: the reference the cached engine must match."""
+    model.eval()
+    device = next(model.parameters()).device
+    ids = list(prompt)
+    for _ in range(max_tokens):
+        logits = model(torch.tensor([ids], device=device))[:, -1]
+        ids.append(int(logits.argmax(dim=-1)))
+    return ids[len(prompt):]

@@ -1,0 +1,146 @@
+"""WARC reading and main-text extraction with trafilatura.
+
+Per record: the whole block is read and checked against its declared length (a truncated
+download is skipped and counted, never crashes the file), the HTTP headers are parsed, non-HTML
+responses are skipped, the payload is decoded by the declared charset (HTML's default, windows-1252,
+when none is declared and the bytes are not UTF-8), and trafilatura extracts the main text with
+settings that favour precision and carry no state from one document to the next
+(tasks/data/html_text.py).
+
+The extractor runs in a child process (tasks/core/sandbox.py), reused from file to file, so a page that keeps
+it busy past `timeout_s`, even deep inside lxml's C code, is stopped: the child is killed, the page
+is counted as `timeout` (or `crashed`, if the extractor brings the child down) and the rest of the
+file goes on in a fresh child.
+"""
+
+from __future__ import annotations
+
+import codecs
+import http.client
+import io
+from pathlib import Path
+from typing import Literal
+
+import charset_normalizer
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+from pydantic import Field
+
+from tasks.core.caching import output_dir
+from tasks.core.sandbox import Sandbox, SandboxCrashed, SandboxTimeout, borrowed_sandbox
+from tasks.core.stage import stage_task
+from tasks.core.store import Manifest, StageConfig, read_rows, reject, write_shard
+from tasks.data import html_text
+from tasks.data.fetch import SourceConfig, open_uri, warc_name
+
+STAGE = "extract"
+
+# The function the sandbox child runs; it imports only the extractors, so a child starts quickly.
+# Named through the imported module, so the import graph (and with it the cache key) covers it.
+TEXT_EXTRACTOR = f"{html_text.__name__}:{html_text.extract_text.__name__}"
+
+
+class ExtractConfig(StageConfig):
+    extractor: Literal["trafilatura", "resiliparse"] = Field(
+        "trafilatura", description="trafilatura (FineWeb's choice) or resiliparse (faster)")
+    favor_precision: bool = Field(True, description="trafilatura: prefer dropping boilerplate to keeping text")
+    include_tables: bool = False
+    timeout_s: float = Field(5.0, gt=0, description="Time limit per document; a page over it is skipped")
+    min_chars: int = Field(1, ge=0, description="Drop extractions shorter than this many characters")
+
+
+class BadRecord(ValueError):
+    """A record that cannot be read as an HTML page; the message is the counted reason."""
+
+
+def parse_http_response(block: bytes) -> tuple[dict[str, str], bytes]:
+    head, sep, body = block.partition(b"\r\n\r\n")
+    if not sep or not head.startswith(b"HTTP/"):
+        raise BadRecord("bad_http")
+    status_line, _, header_lines = head.partition(b"\r\n")
+    headers = http.client.parse_headers(io.BytesIO(header_lines + b"\r\n\r\n"))
+    parts = status_line.split()
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    if status != 200:
+        raise BadRecord("http_status")
+    return {k.lower(): v for k, v in headers.items()}, body
+
+
+def declared_charset(content_type: str) -> str | None:
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "charset":
+            charset = value.strip().strip('"').lower()
+            try:
+                return codecs.lookup(charset).name
+            except LookupError:
+                return None  # an unknown name is as good as none: detect
+    return None
+
+
+def decode_html(body: bytes, content_type: str) -> str:
+    """Decode by the charset the headers declare, then UTF-8, then by detection
+    (charset-normalizer); a body no encoding explains is rejected as `undecodable`."""
+    for charset in dict.fromkeys(c for c in (declared_charset(content_type), "utf-8") if c):
+        try:
+            return body.decode(charset)
+        except UnicodeDecodeError:
+            pass
+    best = charset_normalizer.from_bytes(body).best()
+    if best is None:
+        raise BadRecord("undecodable")
+    return str(best)
+
+
+def extract_in_sandbox(sandbox: Sandbox, html: str, url: str, config: ExtractConfig) -> str:
+    """The page's main text, computed in the sandbox's child under its time limit."""
+    try:
+        return sandbox.call(html, url, extractor=config.extractor, favor_precision=config.favor_precision,
+                            include_tables=config.include_tables)
+    except SandboxTimeout:
+        raise BadRecord("timeout") from None
+    except SandboxCrashed:
+        raise BadRecord("crashed") from None
+
+
+def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_dir: str | Path,
+                 config: ExtractConfig, source: SourceConfig | None = None) -> Manifest:
+    """Extract the text of the records at `keep_offsets` from one WARC file."""
+    name = warc_name(warc_uri)
+    kept, rejected = [], []
+    # The sandbox first, so that a new child starts while the file is being opened.
+    with borrowed_sandbox(TEXT_EXTRACTOR, config.timeout_s) as sandbox, open_uri(warc_uri, source) as stream:
+        for record in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=False):
+            meta = keep_offsets.get(record.stream_pos)
+            if meta is None:
+                continue
+            doc = {"id": meta["id"], "url": meta["url"], "text": "", "lang": "", "lang_score": 0.0,
+                   "crawl": crawl, "date": meta["date"], "warc_file": name + ".warc.gz",
+                   "offset": record.stream_pos}
+            try:
+                block = record.reader.read()
+                if len(block) < record.content_length:
+                    raise BadRecord("truncated_record")
+                headers, body = parse_http_response(block)
+                content_type = headers.get("content-type", "")
+                if "html" not in content_type.lower():
+                    raise BadRecord("not_html")
+                html = decode_html(body, content_type)
+                doc["text"] = extract_in_sandbox(sandbox, html, doc["url"], config)
+                if len(doc["text"]) < max(config.min_chars, 1):
+                    raise BadRecord("no_text")
+            except BadRecord as err:
+                rejected.append(reject(doc, STAGE, str(err)))
+                continue
+            kept.append(doc)
+    return write_shard(out_dir, name, STAGE, kept, rejected)
+
+
+# --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
+
+
+@stage_task("extract", packages=("fastwarc", "trafilatura", "lxml", "resiliparse", "charset-normalizer"),
+            ignore=("source",))
+def extract_task(urls: Manifest, crawl: str, work_dir: str, config: ExtractConfig, source: SourceConfig) -> Manifest:
+    urls_file, warc_file = urls.files
+    keep = {row["offset"]: row for row in read_rows(urls_file.path)}
+    return extract_warc(warc_file.path, keep, crawl, output_dir(work_dir), config, source)

@@ -1,0 +1,148 @@
+"""Reading crawl files, local or remote, and the source config that says where they are.
+
+Every data stage that opens a WARC file (the source listing, the URL filter, extraction) reads it
+through `open_uri`, so retries and timeouts are set once, in `SourceConfig`.
+
+Files are read as streams, never downloaded whole first. HTTP streams are read by
+`ResumableHTTPStream`, written here because neither urllib nor fsspec's HTTP file resumes a
+dropped connection in the middle of a streamed body: it retries with exponential backoff and
+continues with an HTTP Range request from the byte where the connection broke.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import urllib.error
+import urllib.request
+from http.client import HTTPException
+from typing import BinaryIO, Literal
+
+from pydantic import Field
+
+from tasks.core.store import StageConfig, is_url
+
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class SourceConfig(StageConfig):
+    kind: Literal["synthetic", "commoncrawl", "files"] = "synthetic"
+    crawl_id: str | None = Field(None, description="e.g. CC-MAIN-2025-13 (kind: commoncrawl)")
+    base_url: str = Field("https://data.commoncrawl.org/", description="or s3://commoncrawl/")
+    sample: int | None = Field(None, ge=1, description="WARC files to take from the listing; None: all")
+    seed: int = 0
+    paths: list[str] = Field(default_factory=list, description="Paths, globs or URLs (kind: files)")
+    retries: int = Field(5, ge=0, description="Attempts after the first, per request")
+    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry")
+    timeout_s: float = Field(60.0, gt=0)
+
+
+class SourceError(RuntimeError):
+    pass
+
+
+class ResumableHTTPStream(io.RawIOBase):
+    """A read-only HTTP body that survives dropped connections and transient errors."""
+
+    def __init__(self, url: str, retries: int = 5, backoff_s: float = 1.0, timeout_s: float = 60.0):
+        super().__init__()
+        self.url, self.retries, self.backoff_s, self.timeout_s = url, retries, backoff_s, timeout_s
+        self.pos = 0
+        self.size: int | None = None
+        self.response = None
+        self.reconnects = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True  # WARC readers skip record bodies by seeking
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self.pos
+        elif whence == io.SEEK_END:
+            if self.size is None:
+                raise io.UnsupportedOperation("seek from the end before the size is known")
+            offset += self.size
+        if offset < 0:
+            raise ValueError("negative seek position")
+        skip = offset - self.pos
+        if 0 < skip <= 1 << 20 and self.response is not None:
+            while self.pos < offset and self.read(min(1 << 16, offset - self.pos)):  # cheaper than a new request
+                pass
+        elif skip != 0:
+            self._drop()  # the next read asks for the new position with a Range request
+            self.pos = offset
+        return self.pos
+
+    def _connect(self) -> None:
+        headers = {"User-Agent": "crawl2chat"}
+        if self.pos:
+            headers["Range"] = f"bytes={self.pos}-"
+        response = urllib.request.urlopen(urllib.request.Request(self.url, headers=headers), timeout=self.timeout_s)
+        if self.pos and response.status != 206:
+            # The server ignored the range: skip what was already read.
+            skipped = 0
+            while skipped < self.pos:
+                chunk = response.read(min(1 << 20, self.pos - skipped))
+                if not chunk:
+                    raise ConnectionError("body ended before the resume position")
+                skipped += len(chunk)
+        if self.size is None:
+            length = response.headers.get("Content-Length")
+            self.size = int(length) if length is not None else None
+        self.response = response
+
+    def _drop(self) -> None:
+        if self.response is not None:
+            self.response.close()
+        self.response = None
+
+    def readinto(self, buffer) -> int:
+        attempt = 0
+        while True:
+            try:
+                if self.response is None:
+                    self._connect()
+                n = self.response.readinto(buffer)
+                if n == 0 and self.size is not None and self.pos < self.size:
+                    raise ConnectionError(f"connection closed at byte {self.pos} of {self.size}")
+                self.pos += n
+                return n
+            except urllib.error.HTTPError as err:
+                self._drop()
+                if err.code not in RETRYABLE_STATUS or attempt >= self.retries:
+                    raise SourceError(f"{self.url}: HTTP {err.code} after {attempt + 1} attempts") from None
+            except (urllib.error.URLError, ConnectionError, HTTPException, TimeoutError, OSError) as err:
+                self._drop()
+                if attempt >= self.retries:
+                    raise SourceError(f"{self.url}: {type(err).__name__}: {err} after {attempt + 1} attempts") from None
+            time.sleep(self.backoff_s * 2 ** attempt)
+            attempt += 1
+            self.reconnects += 1
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+
+def warc_name(uri: str) -> str:
+    """A WARC file's name without its extension; unique within a crawl."""
+    return uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gz").removesuffix(".warc")
+
+
+def open_uri(uri: str, config: SourceConfig | None = None) -> BinaryIO:
+    """A binary stream of a local path, an HTTP(S) URL (resumable) or any fsspec URL."""
+    config = config or SourceConfig()
+    if uri.startswith(("http://", "https://")):
+        return io.BufferedReader(ResumableHTTPStream(uri, config.retries, config.backoff_s, config.timeout_s),
+                                 buffer_size=1 << 20)
+    if is_url(uri):
+        import fsspec
+
+        return fsspec.open(uri, "rb").open()
+    return open(uri, "rb")

@@ -1,0 +1,114 @@
+"""The report card: every stage's own metrics and the chat evaluation on one markdown page, with
+plots of the training curves beside it. Pure rendering: it reads manifests' stats, runs no model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.core.store import Manifest, atomic_path
+
+
+def mermaid_line(title: str, points: list[list[float]], y_label: str, max_points: int = 40) -> str:
+    """A mermaid xychart of (step, value) points, thinned to at most `max_points`."""
+    if not points:
+        return ""
+    stride = max(1, len(points) // max_points)
+    kept = points[::stride]
+    if kept[-1] != points[-1]:
+        kept.append(points[-1])
+    xs = ", ".join(str(int(p[0])) for p in kept)
+    ys = ", ".join(f"{p[1]:.4f}" for p in kept)
+    return (f'```mermaid\nxychart-beta\n  title "{title}"\n  x-axis "step" [{xs}]\n'
+            f'  y-axis "{y_label}"\n  line [{ys}]\n```\n')
+
+
+def _table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "(none)\n"
+    keys = columns or list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def report_card(m: dict[str, Manifest], data_report: dict, chat_eval: dict, samples: list[dict]) -> str:
+    pre, sft, rm, rl = (m[k].stats for k in ("pretrain", "sft", "reward", "rlhf"))
+    shards = m["shards"].stats
+    out = ["# crawl2chat report card", ""]
+    removed = [r for r in data_report["removed"] if r["docs"]]
+    out += ["## Data", "", _table(removed, ["stage", "reason", "docs", "chars", "share"])]
+    if "ground_truth" in data_report:
+        out += ["Filters against the synthetic crawl's labels:", "",
+                _table(data_report["ground_truth"], ["stage", "removed", "precision", "recall", "good_kept"])]
+    out += ["## Tokenizer", "",
+            f"- vocabulary: {m['tokenizer'].stats['vocab_size']} tokens",
+            f"- val: {shards['val']['bytes'] / shards['val']['tokens']:.2f} bytes per token; "
+            f"train tokens: {shards['train']['tokens']:,}", ""]
+    report = m["tokenizer"].stats.get("report")
+    if report:
+        out += ["Bytes per token on held-out documents (GPT-2 and cl100k only where cached offline):", "",
+                _table([{"lang": lang, **row} for lang, row in report["bytes_per_token"].items()],
+                       ["lang", "documents", "crawl2chat", "gpt2", "cl100k_base"]),
+                "First merges: " + ", ".join(f"`{t!r}`" for t in report["top_merges"]), ""]
+    out += ["## Pretraining", "",
+            f"- model: {pre['params']:,} parameters, {pre['steps']} steps",
+            f"- **val bits per byte: {pre['val_bpb']:.4f}** (unigram model of the same data: "
+            f"{pre['unigram_bpb']:.4f})",
+            f"- throughput: {m['pretrain'].info.get('tokens_per_s') or 0:,.0f} tokens/s"
+            + (f", MFU {100 * m['pretrain'].info['mfu']:.1f}%" if m["pretrain"].info.get("mfu") else ""), "",
+            mermaid_line("Pretraining loss", pre["history"]["train_loss"], "loss"),
+            "Samples (temperature 0.8):", ""]
+    out += [f"- *{s['prompt']}* → {s['completion']!r}" for s in samples] + [""]
+    during = [s for s in pre["history"].get("samples", []) if s["prompt"] == samples[0]["prompt"]] if samples else []
+    if during:
+        out += ["The first prompt as the model learned (one sample at each evaluation):", ""]
+        out += [f"- step {s['step']}: *{s['prompt']}* → {s['completion']!r}" for s in during] + [""]
+    out += ["## SFT", "",
+            f"- held-out loss on assistant tokens: {sft['heldout_loss_before']:.3f} → {sft['heldout_loss_after']:.3f}",
+            "", "Held-out prompts (greedy):", ""]
+    out += [f"- **{s['prompt']}** → {s['reply']!r} "
+            + ("(stopped at <|assistant_end|>)" if s["stopped"] else "(did not stop)") for s in sft["samples"]] + [""]
+    out += ["## Reward model", "",
+            f"- held-out pairwise accuracy: **{rm['heldout_accuracy']:.3f}** "
+            f"(before training {rm['heldout_accuracy_before']:.3f}, {rm['heldout_pairs']} pairs)", ""]
+    out += ["## RLHF", "", _table([{"": "before", **rl["before"]}, {"": "after", **rl["after"]}]),
+            mermaid_line("RL mean reward", [[p[0], p[1]] for p in rl["curve"]], "reward")]
+    out += ["## Chat evaluation (held-out prompts, greedy)", ""]
+    rows = [{"model": name, **res["accuracy"], "overall": res["overall"], "stop rate": res["stop_rate"]}
+            for name, res in chat_eval.items()]
+    out += [_table(rows), "Examples (RLHF model):", ""]
+    out += [f"- **{e['prompt']}** → {e['reply']!r} (expected: {e['answer']})" for e in chat_eval["rlhf"]["examples"]]
+    return "\n".join(out) + "\n"
+
+
+def plot_curves(m: dict[str, Manifest], out_dir: Path) -> list[Path]:
+    """PNG plots of every training curve, written beside the report card."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a training box
+    import matplotlib.pyplot as plt
+
+    pre, sft, rm, rl = (m[k].stats for k in ("pretrain", "sft", "reward", "rlhf"))
+    panels = [
+        ("pretrain_loss.png", "Pretraining", [("train loss", pre["history"]["train_loss"]),
+                                              ("val bits/byte", pre["history"]["val_bpb"])]),
+        ("sft_loss.png", "SFT", [("train loss", sft["train_loss"])]),
+        ("reward_loss.png", "Reward model", [("Bradley-Terry loss", rm["train_loss"])]),
+        ("rlhf.png", "RLHF", [("mean reward", [[p[0], p[1]] for p in rl["curve"]]),
+                              ("KL to SFT", [[p[0], p[2]] for p in rl["curve"]])]),
+    ]
+    paths = []
+    for name, title, series in panels:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for label, points in series:
+            marker = "." if len(points) < 30 else None
+            ax.plot([p[0] for p in points], [p[1] for p in points], label=label, marker=marker)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend()
+        fig.tight_layout()
+        with atomic_path(out_dir / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        paths.append(out_dir / name)
+    return paths

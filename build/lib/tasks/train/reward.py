@@ -1,0 +1,96 @@
+"""Reward model: the SFT model with a scalar head, trained on preference pairs (Bradley-Terry)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from pydantic import Field
+
+from models import checkpoint as ckpt
+from models.chat import ChatTokens, render_assistant, render_prompt
+from models.gpt import GPTConfig
+from models.optim import lr_multiplier, make_adamw, set_lr
+from models.reward import RewardModel, bradley_terry_loss, score
+from tasks.chat.world import chat_file, read_jsonl
+from tasks.core.caching import output_dir
+from tasks.core.stage import stage_task
+from tasks.core.store import Manifest, StageConfig
+from tasks.tokenizer.tokenize import load_tokenizer
+from tasks.train.checkpoints import checkpoint_dir, checkpoint_manifest
+
+STAGE = "reward"
+
+
+class RewardConfig(StageConfig):
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    warmup_steps: int = 10
+    max_tokens: int = Field(128, ge=8)
+    seed: int = 0
+    device: str = "auto"
+
+
+def render_pair(chat: ChatTokens, row: dict, max_tokens: int) -> tuple[list[int], list[int]]:
+    prompt = render_prompt(chat, row["prompt"])
+    return ((prompt + render_assistant(chat, row["chosen"])[0])[:max_tokens],
+            (prompt + render_assistant(chat, row["rejected"])[0])[:max_tokens])
+
+
+@torch.no_grad()
+def pairwise_accuracy(model: RewardModel, pairs, pad, device, batch_size: int) -> float:
+    model.eval()
+    wins = 0.0
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        margin = (score(model, [c for c, _ in chunk], pad, device) -
+                  score(model, [r for _, r in chunk], pad, device))
+        wins += float((margin > 0).sum()) + 0.5 * float((margin == 0).sum())  # a tie is a coin flip
+    model.train()
+    return wins / len(pairs)
+
+
+def train_reward_model(sft_dir: Path, tokenizer_path: str, train_rows: list[dict], heldout_rows: list[dict],
+                       out_dir: Path, config: RewardConfig) -> dict:
+    torch.manual_seed(config.seed)
+    device = ckpt.pick_device(config.device)
+    chat = ChatTokens(load_tokenizer(tokenizer_path))
+    meta = ckpt.read_meta(sft_dir)
+    model = RewardModel(GPTConfig(**meta["model"]))
+    ckpt.load_weights(sft_dir, model.gpt)
+    model.to(device)
+    pad = chat.assistant_end
+    train = [render_pair(chat, r, config.max_tokens) for r in train_rows]
+    heldout = [render_pair(chat, r, config.max_tokens) for r in heldout_rows]
+    before = pairwise_accuracy(model, heldout, pad, device, config.batch_size)
+    optimizer = make_adamw(model, config.lr)
+    rng = random.Random(config.seed)
+    curve = []
+    for step in range(config.steps):
+        set_lr(optimizer, config.lr, lr_multiplier(step, config.steps, config.warmup_steps, 0.3))
+        batch = rng.sample(train, min(config.batch_size, len(train)))
+        loss = bradley_terry_loss(score(model, [c for c, _ in batch], pad, device),
+                                  score(model, [r for _, r in batch], pad, device))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        curve.append([step + 1, round(loss.item(), 5)])
+    after = pairwise_accuracy(model, heldout, pad, device, config.batch_size)
+    path = ckpt.save_checkpoint(out_dir, config.steps, model, {"model": meta["model"], "stage": STAGE})
+    return {"checkpoint": str(path), "heldout_accuracy_before": round(before, 4),
+            "heldout_accuracy": round(after, 4), "heldout_pairs": len(heldout), "train_loss": curve}
+
+
+# --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
+
+
+@stage_task("reward-model", packages=("torch", "tiktoken"))
+def reward_task(sft: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str,
+                config: RewardConfig) -> Manifest:
+    result = train_reward_model(checkpoint_dir(sft), tokenizer.files[0].path,
+                                read_jsonl(chat_file(chat_data, "preferences_train")),
+                                read_jsonl(chat_file(chat_data, "preferences_heldout")),
+                                output_dir(work_dir), config)
+    return checkpoint_manifest(STAGE, result)

@@ -1,0 +1,94 @@
+"""Supervised fine-tuning: the base model learns the chat format on synthetic conversations.
+
+The loss covers only what the assistant writes (models/chat.py), so the model learns to answer,
+to call the calculator and to stop, not to imitate the user.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from pydantic import Field
+
+from models import checkpoint as ckpt
+from models.batches import masked_lm_loss
+from models.chat import ChatTokens, render_conversation, render_prompt, visible_text
+from models.engine import generate
+from models.optim import lr_multiplier, make_adamw, set_lr
+from tasks.chat.world import chat_file, read_jsonl
+from tasks.core.caching import output_dir
+from tasks.core.stage import stage_task
+from tasks.core.store import Manifest, StageConfig
+from tasks.tokenizer.tokenize import load_tokenizer
+from tasks.train.checkpoints import checkpoint_dir, checkpoint_manifest
+
+STAGE = "sft"
+
+
+class SftConfig(StageConfig):
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = 10
+    max_tokens: int = Field(128, ge=8, description="Conversations are cut to this many tokens")
+    samples: int = Field(5, ge=0, description="Held-out prompts answered in the report")
+    seed: int = 0
+    device: str = "auto"
+
+
+@torch.no_grad()
+def heldout_loss(model, rows, pad, device, batch_size: int) -> float:
+    model.eval()
+    losses = [float(masked_lm_loss(model, rows[i:i + batch_size], pad, device))
+              for i in range(0, len(rows), batch_size)]
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def answer(model, chat: ChatTokens, question: str, max_tokens: int = 48) -> dict:
+    """Greedy reply to one question, with whether it ended on <|assistant_end|>."""
+    prompt = render_prompt(chat, [{"role": "user", "content": question}])
+    sample = generate(model, prompt, max_tokens=max_tokens, temperature=0.0, chat=chat)[0]
+    return {"prompt": question, "reply": visible_text(chat, sample.tokens),
+            "stopped": bool(sample.tokens) and sample.tokens[-1] == chat.assistant_end}
+
+
+def finetune(base_dir: Path, tokenizer_path: str, train_rows: list[dict], heldout_rows: list[dict],
+             out_dir: Path, config: SftConfig) -> dict:
+    torch.manual_seed(config.seed)
+    device = ckpt.pick_device(config.device)
+    chat = ChatTokens(load_tokenizer(tokenizer_path))
+    model = ckpt.load_gpt(base_dir, device)
+    meta = ckpt.read_meta(base_dir)
+    train, heldout = ([render_conversation(chat, r["messages"], config.max_tokens) for r in rows]
+                      for rows in (train_rows, heldout_rows))
+    optimizer = make_adamw(model, config.lr)
+    rng = random.Random(config.seed)
+    before = heldout_loss(model, heldout, chat.assistant_end, device, config.batch_size)
+    curve = []
+    model.train()
+    for step in range(config.steps):
+        set_lr(optimizer, config.lr, lr_multiplier(step, config.steps, config.warmup_steps, 0.3))
+        loss = masked_lm_loss(model, rng.sample(train, min(config.batch_size, len(train))),
+                              chat.assistant_end, device)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        curve.append([step + 1, round(loss.item(), 5)])
+    after = heldout_loss(model, heldout, chat.assistant_end, device, config.batch_size)
+    samples = [answer(model, chat, r["messages"][0]["content"]) for r in heldout_rows[:config.samples]]
+    path = ckpt.save_checkpoint(out_dir, config.steps, model, {"model": meta["model"], "stage": STAGE})
+    return {"checkpoint": str(path), "heldout_loss_before": round(before, 5),
+            "heldout_loss_after": round(after, 5), "train_loss": curve, "samples": samples}
+
+
+# --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
+
+
+@stage_task("sft", packages=("torch", "tiktoken"))
+def sft_task(base: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str, config: SftConfig) -> Manifest:
+    result = finetune(checkpoint_dir(base), tokenizer.files[0].path, read_jsonl(chat_file(chat_data, "sft_train")),
+                      read_jsonl(chat_file(chat_data, "sft_heldout")), output_dir(work_dir), config)
+    return checkpoint_manifest(STAGE, result)
