@@ -136,8 +136,13 @@ def generate_chat_data(config: ChatDataConfig, world_seed: int) -> dict[str, lis
 
 
 def write_chat_data(config: ChatDataConfig, world_seed: int, out_dir: Path) -> Manifest:
+    data = generate_chat_data(config, world_seed)
+    empty = [name for name, rows in data.items() if not rows]
+    if empty:  # post-training divides by the size of every split: refuse here, where the cause is plain
+        raise ValueError(f"chat data: the {', '.join(empty)} split(s) came out empty; change "
+                         f"heldout_fraction ({config.heldout_fraction}) or raise the example counts")
     entries, stats = [], {}
-    for name, rows in generate_chat_data(config, world_seed).items():
+    for name, rows in data.items():
         path = write_text(out_dir / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         entries.append(file_entry(path, rows=len(rows)))
         stats[name] = len(rows)

@@ -73,20 +73,28 @@ def label_scores(stages: list[tuple[str, list[Manifest]]], labels_file: str, kep
     return rows
 
 
+def data_report(stages: dict[str, list[Manifest]], crawl: Manifest) -> tuple[dict, dict]:
+    """The accounting report (removals per stage and reason, reject samples and, when the crawl has
+    labels, the scores against them) and its headline stats. `stages` is in pipeline order."""
+    ordered = list(stages.items())
+    if not ordered or not ordered[0][1]:
+        raise ValueError("data accounting needs the manifests of at least one stage; got none")
+    first = ordered[0][1]  # every page the crawl holds passes through the first stage
+    input_docs = sum(m.stats.get("kept", 0) + sum(r["docs"] for r in m.stats.get("removed", {}).values())
+                     for m in first)
+    report = {"removed": removal_table(ordered, input_docs),
+              "samples": reject_samples([m for _, ms in ordered for m in ms])}
+    if "labels" in crawl.extras:
+        report["ground_truth"] = label_scores(ordered, crawl.extras["labels"].path, ordered[-1][1])
+    return report, {"input_docs": input_docs, "final_docs": sum(m.stats.get("kept", 0) for m in ordered[-1][1])}
+
+
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
 @stage_task("data-accounting")
 def accounting_task(stages: dict[str, list[Manifest]], crawl: Manifest, work_dir: str) -> Manifest:
     """Write the accounting JSON; the flow turns it into Prefect artifacts."""
-    ordered = list(stages.items())
-    first = ordered[0][1]  # every page the crawl holds passes through the first stage
-    input_docs = sum(m.stats.get("kept", 0) + sum(r["docs"] for r in m.stats.get("removed", {}).values())
-                     for m in first)
-    table = removal_table(ordered, input_docs)
-    report = {"removed": table, "samples": reject_samples([m for _, ms in ordered for m in ms])}
-    if "labels" in crawl.extras:
-        report["ground_truth"] = label_scores(ordered, crawl.extras["labels"].path, ordered[-1][1])
+    report, stats = data_report(stages, crawl)
     path = write_json(output_dir(work_dir) / "data_report.json", report)
-    return Manifest(stage="accounting", files=[file_entry(path)],
-                    stats={"input_docs": input_docs, "final_docs": sum(m.stats.get("kept", 0) for m in ordered[-1][1])})
+    return Manifest(stage="accounting", files=[file_entry(path)], stats=stats)

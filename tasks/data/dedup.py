@@ -18,6 +18,7 @@ hashes, each hash a permutation (a·h + b) mod (2^61 − 1) computed in wrapping
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -102,10 +103,21 @@ def index_name(band: int) -> str:
     return "exact" if band == EXACT_BAND else f"band{band}"
 
 
+def load_arrays(path: str | Path, what: str):
+    """np.load of one of dedup's files (an array, or an archive to use in a `with` block); a file
+    that is not one fails with one line naming it, where numpy would speak of pickled data."""
+    try:
+        return np.load(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise ValueError(f"{path} is not a dedup {what} file (unreadable by numpy)") from None
+
+
 def previous_keys(index_files: list[str], band: int) -> set[int]:
     keys: set[int] = set()
     for path in index_files:
-        with np.load(path) as index:
+        with load_arrays(path, "index") as index:
             if index_name(band) in index:
                 keys.update(index[index_name(band)].tolist())
     return keys
@@ -118,7 +130,7 @@ def candidate_pairs(signature_files: list[tuple[int, Path]], band: int, rows: in
     first_with_key: dict[int, int] = {key: EARLIER_RUN for key in earlier or ()}
     pairs: list[tuple[int, int]] = []
     for shard, path in sorted(signature_files):
-        with np.load(path) as data:
+        with load_arrays(path, "signatures") as data:
             keys = band_keys(data["exact"], data["sigs"], band, rows)
         for row, key in enumerate(keys.tolist()):
             doc = shard << 32 | row
@@ -134,7 +146,7 @@ def build_index(signature_files: list[Path], bands: list[int], rows: int) -> dic
     for band in bands:
         keys = []
         for path in signature_files:
-            with np.load(path) as data:
+            with load_arrays(path, "signatures") as data:
                 keys.append(band_keys(data["exact"], data["sigs"], band, rows))
         index[index_name(band)] = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.uint64)
     return index
@@ -214,7 +226,8 @@ def index_task(signatures: list[Manifest], work_dir: str, config: DedupConfig) -
 
 @stage_task("dedup-clusters")
 def clusters_task(candidates: list[Manifest], work_dir: str) -> Manifest:
-    removed = clusters_to_remove([(m.stats["band"], np.load(m.files[0].path)) for m in candidates])
+    removed = clusters_to_remove([(m.stats["band"], load_arrays(m.files[0].path, "candidate pairs"))
+                                  for m in candidates])
     rows = [{"doc": d, "reason": r} for d, r in sorted(removed.items())]
     entry = write_table(output_dir(work_dir) / "removed.parquet", rows, REMOVED_SCHEMA)
     return Manifest(stage="dedup-clusters", files=[entry], stats={"removed": len(rows)})

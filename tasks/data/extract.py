@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Literal
 
 import charset_normalizer
-from fastwarc.warc import ArchiveIterator, WarcRecordType
 from pydantic import Field
 
 from tasks.core.caching import output_dir
@@ -31,6 +30,7 @@ from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig, read_rows, reject, write_shard
 from tasks.data import html_text
 from tasks.data.fetch import SourceConfig, open_uri, warc_name
+from tasks.data.warcfile import response_records
 
 STAGE = "extract"
 
@@ -109,7 +109,7 @@ def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_d
     kept, rejected = [], []
     # The sandbox first, so that a new child starts while the file is being opened.
     with borrowed_sandbox(TEXT_EXTRACTOR, config.timeout_s) as sandbox, open_uri(warc_uri, source) as stream:
-        for record in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=False):
+        for record in response_records(stream, warc_uri):
             meta = keep_offsets.get(record.stream_pos)
             if meta is None:
                 continue

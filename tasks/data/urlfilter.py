@@ -17,13 +17,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyarrow as pa
-from fastwarc.warc import ArchiveIterator, WarcRecordType
 from pydantic import ConfigDict, Field
 
 from tasks.core.caching import output_dir
 from tasks.core.stage import stage_task
 from tasks.core.store import REJECT_SCHEMA, FileEntry, Manifest, StageConfig, reject, write_table
 from tasks.data.fetch import SourceConfig, open_uri, warc_name
+from tasks.data.warcfile import response_records
 
 KEPT_SCHEMA = pa.schema([("offset", pa.int64()), ("url", pa.string()), ("id", pa.string()),
                          ("date", pa.string())])
@@ -110,7 +110,7 @@ def filter_warc_urls(warc: FileEntry, out_dir: str | Path, config: UrlFilterConf
     """Scan the response records of one WARC file; list those whose URL passes."""
     kept, rejected = [], []
     with open_uri(warc.path, source) as stream:
-        for record in ArchiveIterator(stream, record_types=WarcRecordType.response, parse_http=False):
+        for record in response_records(stream, warc.path):
             row = {"offset": record.stream_pos, "url": record.headers.get("WARC-Target-URI", ""),
                    "id": record.record_id, "date": record.headers.get("WARC-Date", "")}
             reason = url_reject_reason(row["url"], lists, config.soft_word_threshold)

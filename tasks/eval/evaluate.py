@@ -55,15 +55,34 @@ def chat_accuracy(model, chat: ChatTokens, rows: list[dict], max_tokens: int) ->
             "stop_rate": round(stopped / max(1, len(rows)), 3), "examples": examples}
 
 
+# The manifests evaluation reads: the models, their data and the stages the report card quotes.
+INPUTS = ("accounting", "tokenizer", "shards", "chat_data", "pretrain", "sft", "reward", "rlhf")
+
+
+def load_model(manifests: dict[str, Manifest], name: str, device: torch.device):
+    """The model of stage `name`; a checkpoint that does not load fails with one line naming it (safetensors'
+    own error names neither the file nor the model, and torch's spans lines)."""
+    path = checkpoint_dir(manifests[name])
+    try:
+        return ckpt.load_gpt(path, device)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure to load is this checkpoint's
+        cause = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"the {name} checkpoint {path} does not load ({type(err).__name__}: {cause})") from None
+
+
 def evaluate(manifests: dict[str, Manifest], config: EvalConfig, out_dir: Path) -> tuple[Path, dict]:
+    missing = [name for name in INPUTS if name not in manifests]
+    if missing:
+        raise ValueError(f"evaluate needs the manifests of {', '.join(INPUTS)}; missing: {', '.join(missing)}")
     device = ckpt.pick_device(config.device)
     enc = load_tokenizer(manifests["tokenizer"].files[0].path)
     chat = ChatTokens(enc)
     rows = read_jsonl(chat_file(manifests["chat_data"], "rl_heldout"))[:config.max_prompts]
-    chat_eval = {name: chat_accuracy(ckpt.load_gpt(checkpoint_dir(manifests[name]), device), chat, rows,
-                                     config.max_reply_tokens) for name in ("sft", "rlhf")}
-    samples = base_samples(ckpt.load_gpt(checkpoint_dir(manifests["pretrain"]), device), enc, BASE_PROMPTS,
-                           config.base_sample_tokens)
+    chat_eval = {name: chat_accuracy(load_model(manifests, name, device), chat, rows, config.max_reply_tokens)
+                 for name in ("sft", "rlhf")}
+    samples = base_samples(load_model(manifests, "pretrain", device), enc, BASE_PROMPTS, config.base_sample_tokens)
     data_report = json.loads(Path(manifests["accounting"].files[0].path).read_text())
     plots = plot_curves(manifests, out_dir)
     markdown = report_card(manifests, data_report, chat_eval, samples)

@@ -115,7 +115,17 @@ def train_tokenizer(doc_paths: list[str], out_dir: Path, config: BpeConfig) -> M
                 else:
                     yield doc
 
-    document = train_bpe(training_texts(train_docs(), config), config)
+    chars = 0
+
+    def counted(texts):  # what the trainer was fed: on no text at all it trains bare bytes, without a word
+        nonlocal chars
+        for text in texts:
+            chars += len(text)
+            yield text
+
+    document = train_bpe(counted(training_texts(train_docs(), config)), config)
+    if chars == 0:
+        raise ValueError(f"no training text in the {len(doc_paths)} document file(s) given to the tokenizer")
     path = write_text(out_dir / "tokenizer.json", json.dumps(document))
     enc = load_tokenizer.__wrapped__(path)
     return Manifest(stage=STAGE, files=[file_entry(path)],

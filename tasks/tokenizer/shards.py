@@ -79,6 +79,8 @@ def shard_ranges(lengths: np.ndarray, shard_tokens: int) -> list[tuple[int, int]
 
 
 def build_shards(doc_paths: list[str], tokenizer_path: str, out_dir: Path, config: ShardConfig) -> Manifest:
+    if not doc_paths:  # Arrow's own word for it is "Must pass at least one table"
+        raise ShardError("no document files to shard")
     vocab = load_tokenizer(tokenizer_path).n_vocab
     ids, texts = read_documents(doc_paths)
     order = sorted(range(len(ids)), key=lambda i: shuffle_key(ids[i], config.seed))

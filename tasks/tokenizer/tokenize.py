@@ -27,7 +27,11 @@ def encoding_from_document(doc: dict, name: str = "crawl2chat") -> tiktoken.Enco
 
 @lru_cache(maxsize=4)
 def load_tokenizer(path: str | Path) -> tiktoken.Encoding:
-    return encoding_from_document(json.loads(Path(path).read_text()))
+    """The tokenizer file at `path` in tiktoken; a file that is not one fails with one line naming it."""
+    try:
+        return encoding_from_document(json.loads(Path(path).read_text()))
+    except (ValueError, KeyError, TypeError) as err:  # not text, not JSON, a field missing or of the wrong kind
+        raise ValueError(f"{path} is not a tokenizer file ({type(err).__name__}: {err})") from None
 
 
 def tokenize_chunk(tokenizer_path: str, texts) -> tuple[np.ndarray, np.ndarray]:

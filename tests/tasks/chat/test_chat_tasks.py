@@ -1,0 +1,61 @@
+"""The chat-data stage's task on its own, under Prefect's test harness: its manifest and files, a
+cache hit on an identical second call, and a one-line failure on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.chat.world import SKILLS, ChatDataConfig, chat_data_task
+from tests.support.pipeline import MICRO
+from tests.support.stages import StageCall, assert_intact, one_line_failure, run_stage
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+CONFIG = ChatDataConfig(**MICRO["train"]["chat_data"])
+WORLD_SEED = 1234
+SPLITS = [f"{kind}_{split}" for kind in ("sft", "preferences", "rl") for split in ("train", "heldout")]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("chat-tasks")
+
+
+@pytest.fixture(scope="module")
+def call(work) -> StageCall:
+    return run_stage(chat_data_task, work, config=CONFIG, world_seed=WORLD_SEED)
+
+
+def rows(work: Path, manifest, name: str) -> list[dict]:
+    path = next(work / f.path for f in manifest.files if Path(f.path).name == f"{name}.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_chat_data_writes_every_split(call, work):
+    m = call.manifest
+    assert_intact(m, work, "chat-data")
+    assert sorted(Path(f.path).stem for f in m.files) == sorted(SPLITS)
+    assert {Path(f.path).stem: f.rows for f in m.files} == m.stats
+    assert m.stats["sft_train"] + m.stats["sft_heldout"] == CONFIG.sft_examples
+    assert m.stats["preferences_train"] + m.stats["preferences_heldout"] == CONFIG.preference_pairs
+    assert m.stats["rl_train"] + m.stats["rl_heldout"] == CONFIG.rl_prompts
+    assert {r["skill"] for r in rows(work, m, "sft_train")} == set(SKILLS)
+    assert all(r["answer"] for r in rows(work, m, "rl_heldout"))
+
+
+def test_an_identical_second_call_is_a_cache_hit(call):
+    state = call.again()
+    assert state.name == "Cached"
+    assert state.result() == call.manifest
+
+
+@pytest.mark.parametrize("fraction, split", [(1e-9, "sft_heldout"), (1 - 1e-9, "sft_train")],
+                         ids=["nothing-held-out", "nothing-to-train-on"])
+def test_an_empty_split_fails_with_one_line_naming_it(work, fraction, split):
+    config = CONFIG.model_copy(update={"heldout_fraction": fraction})
+    err = one_line_failure(run_stage(chat_data_task, work, config=config, world_seed=WORLD_SEED).state)
+    assert isinstance(err, ValueError)
+    assert split in str(err) and "heldout_fraction" in str(err)
