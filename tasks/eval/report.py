@@ -9,10 +9,13 @@ from tasks.core.store import Manifest, atomic_path
 
 
 def mermaid_line(title: str, points: list[list[float]], y_label: str, max_points: int = 40) -> str:
-    """A mermaid xychart of (step, value) points, thinned to at most `max_points`."""
+    """A mermaid xychart of (step, value) points, thinned to at most `max_points` (two or more), the
+    first and the last among them."""
     if not points:
         return ""
-    stride = max(1, len(points) // max_points)
+    # Every stride-th point and then the last: with the stride rounded up over the gaps between points,
+    # that is never more than max_points (len // max_points let 80 points through as 41).
+    stride = max(1, -(-(len(points) - 1) // max(1, max_points - 1)))
     kept = points[::stride]
     if kept[-1] != points[-1]:
         kept.append(points[-1])

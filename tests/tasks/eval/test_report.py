@@ -1,0 +1,181 @@
+"""The report card on hand-built stats with known numbers: each figure appears where it belongs,
+and sections without data (an empty curve, a stage that removed nothing) are left out cleanly."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.core.store import Manifest
+from tasks.eval.report import _table, mermaid_line, plot_curves, report_card
+
+# --- The pieces -------------------------------------------------------------------------------------------
+
+
+def test_mermaid_line_of_no_points_is_empty():
+    assert mermaid_line("Loss", [], "loss") == ""
+
+
+def test_mermaid_line_writes_steps_as_integers_and_values_to_four_places():
+    assert mermaid_line("Pretraining loss", [[1, 5.0], [2.0, 4.123456]], "loss") == (
+        '```mermaid\nxychart-beta\n  title "Pretraining loss"\n  x-axis "step" [1, 2]\n'
+        '  y-axis "loss"\n  line [5.0000, 4.1235]\n```\n')
+
+
+def chart_steps(chart: str) -> list[int]:
+    axis = next(line for line in chart.splitlines() if line.startswith('  x-axis "step"'))
+    return [int(x) for x in axis.split("[", 1)[1].rstrip("]").split(", ")]
+
+
+@pytest.mark.parametrize("n", [1, 39, 40, 41, 79, 80, 100, 1000])
+def test_mermaid_line_is_thinned_to_at_most_max_points_keeping_the_first_and_last(n):
+    steps = chart_steps(mermaid_line("Loss", [[i, 1.0] for i in range(1, n + 1)], "loss", max_points=40))
+    assert len(steps) <= 40
+    assert steps[0] == 1 and steps[-1] == n
+    assert steps == sorted(set(steps))
+    if n <= 40:
+        assert steps == list(range(1, n + 1))  # nothing to thin
+
+
+def test_table_has_a_header_a_rule_and_a_row_per_dict_in_the_given_columns():
+    rows = [{"stage": "quality", "docs": 4, "extra": "not shown"}, {"stage": "dedup"}]
+    assert _table(rows, ["stage", "docs"]) == "| stage | docs |\n|---|---|\n| quality | 4 |\n| dedup |  |\n"
+
+
+def test_table_without_columns_takes_the_first_rows_keys_and_of_no_rows_says_none():
+    assert _table([{"a": 1, "b": None}]) == "| a | b |\n|---|---|\n| 1 | None |\n"
+    assert _table([]) == "(none)\n"
+
+
+# --- The whole card ----------------------------------------------------------------------------------------
+
+
+def manifests(info: dict | None = None, **changes) -> dict[str, Manifest]:
+    """Every manifest the report card reads, with round numbers; `changes` replace a stage's stats,
+    `info` the run-to-run measurements (pretraining's throughput)."""
+    stats = {
+        "tokenizer": {"vocab_size": 400, "report": {
+            "bytes_per_token": {"en": {"documents": 12, "crawl2chat": 3.25, "gpt2": None, "cl100k_base": 4.5}},
+            "top_merges": [" t", "he"]}},
+        "shards": {"train": {"documents": 90, "tokens": 12345, "bytes": 40000},
+                   "val": {"documents": 10, "tokens": 1000, "bytes": 2500}},
+        "pretrain": {"params": 1234567, "steps": 6, "val_bpb": 1.23456, "unigram_bpb": 2.5,
+                     "history": {"train_loss": [[1, 6.0], [6, 4.5]], "val_bpb": [[6, 1.23456]],
+                                 "samples": [{"step": 6, "prompt": "The town of", "completion": " Velmora"},
+                                             {"step": 6, "prompt": "Mara Quill is", "completion": " a baker"}]}},
+        "sft": {"heldout_loss_before": 4.5, "heldout_loss_after": 2.25, "train_loss": [[1, 3.0]],
+                "samples": [{"prompt": "Who are you?", "reply": "I am crawl2chat", "stopped": True},
+                            {"prompt": "What is 2 plus 2?", "reply": "4 4 4", "stopped": False}]},
+        "reward": {"heldout_accuracy": 0.75, "heldout_accuracy_before": 0.5, "heldout_pairs": 8,
+                   "train_loss": [[1, 0.7]]},
+        "rlhf": {"before": {"mean_reward": 0.1, "accuracy": 0.2}, "after": {"mean_reward": 0.3, "accuracy": 0.4},
+                 "curve": [[1, 0.1, 0.0], [2, 0.3, 0.05]]},
+    }
+    stats.update(changes)
+    info = {"pretrain": {"tokens_per_s": 123456.7, "mfu": 0.4567}} if info is None else info
+    return {name: Manifest(stage=name, stats=s, info=info.get(name, {})) for name, s in stats.items()}
+
+
+DATA_REPORT = {
+    "removed": [
+        {"stage": "urlfilter", "reason": "blocked_domain", "docs": 3, "chars": 0, "share": 0.075},
+        {"stage": "urlfilter", "reason": "(kept)", "docs": 37, "chars": 0, "share": 0.925},
+        {"stage": "pii", "reason": "(kept)", "docs": 20, "chars": 9000, "share": 0.5},
+        {"stage": "dedup", "reason": "near_duplicate", "docs": 0, "chars": 0, "share": 0.0},
+    ],
+    "ground_truth": [{"stage": "urlfilter", "removed": 3, "precision": 1.0, "recall": 0.25},
+                     {"stage": "all", "removed": 20, "precision": 0.9, "recall": 0.75, "good_kept": 18}],
+}
+CHAT_EVAL = {
+    "sft": {"accuracy": {"arithmetic": 0.5, "identity": 1.0}, "overall": 0.75, "stop_rate": 0.9, "examples": []},
+    "rlhf": {"accuracy": {"arithmetic": 0.25, "identity": 1.0}, "overall": 0.625, "stop_rate": 1.0,
+             "examples": [{"prompt": "What is 3 plus 4?", "reply": "7", "answer": "7"}]},
+}
+SAMPLES = [{"prompt": "The town of", "completion": " Velmora lies"}]
+
+
+def section(card: str, title: str) -> str:
+    """The lines of one '## title' section."""
+    return card.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def card() -> str:
+    return report_card(manifests(), DATA_REPORT, CHAT_EVAL, SAMPLES)
+
+
+def test_the_card_has_every_section_in_pipeline_order(card):
+    titles = [line for line in card.splitlines() if line.startswith("#")]
+    assert titles == ["# crawl2chat report card", "## Data", "## Tokenizer", "## Pretraining", "## SFT",
+                      "## Reward model", "## RLHF", "## Chat evaluation (held-out prompts, greedy)"]
+
+
+def test_data_shows_what_was_removed_and_the_scores_against_the_labels(card):
+    data = section(card, "Data")
+    assert "| urlfilter | blocked_domain | 3 | 0 | 0.075 |" in data
+    assert "| pii | (kept) | 20 | 9000 | 0.5 |" in data  # a stage that removed nothing: its kept row
+    assert "near_duplicate" not in data  # a reason that removed no document is left out
+    assert "| stage | removed | precision | recall | good_kept |" in data
+    assert "| urlfilter | 3 | 1.0 | 0.25 |  |" in data
+    assert "| all | 20 | 0.9 | 0.75 | 18 |" in data
+
+
+def test_tokenizer_figures(card):
+    tokenizer = section(card, "Tokenizer")
+    assert "- vocabulary: 400 tokens" in tokenizer
+    assert "- val: 2.50 bytes per token; train tokens: 12,345" in tokenizer  # 2500 bytes / 1000 tokens
+    assert "| en | 12 | 3.25 | None | 4.5 |" in tokenizer
+    assert "First merges: `' t'`, `'he'`" in tokenizer
+
+
+def test_pretraining_figures_chart_and_samples(card):
+    pre = section(card, "Pretraining")
+    assert "- model: 1,234,567 parameters, 6 steps" in pre
+    assert "- **val bits per byte: 1.2346** (unigram model of the same data: 2.5000)" in pre
+    assert "- throughput: 123,457 tokens/s, MFU 45.7%" in pre
+    assert 'x-axis "step" [1, 6]' in pre and "line [6.0000, 4.5000]" in pre
+    assert "- *The town of* → ' Velmora lies'" in pre
+    # Only the first prompt's samples during training are shown.
+    assert "- step 6: *The town of* → ' Velmora'" in pre and "a baker" not in pre
+
+
+def test_post_training_figures(card):
+    assert "- held-out loss on assistant tokens: 4.500 → 2.250" in section(card, "SFT")
+    assert "- **Who are you?** → 'I am crawl2chat' (stopped at <|assistant_end|>)" in section(card, "SFT")
+    assert "- **What is 2 plus 2?** → '4 4 4' (did not stop)" in section(card, "SFT")
+    assert "- held-out pairwise accuracy: **0.750** (before training 0.500, 8 pairs)" in section(card, "Reward model")
+    rlhf = section(card, "RLHF")
+    assert "|  | mean_reward | accuracy |" in rlhf
+    assert "| before | 0.1 | 0.2 |" in rlhf and "| after | 0.3 | 0.4 |" in rlhf
+    assert 'title "RL mean reward"' in rlhf and "line [0.1000, 0.3000]" in rlhf
+
+
+def test_chat_evaluation_table_and_examples(card):
+    chat = section(card, "Chat evaluation (held-out prompts, greedy)")
+    assert "| model | arithmetic | identity | overall | stop rate |" in chat
+    assert "| sft | 0.5 | 1.0 | 0.75 | 0.9 |" in chat
+    assert "| rlhf | 0.25 | 1.0 | 0.625 | 1.0 |" in chat
+    assert "- **What is 3 plus 4?** → '7' (expected: 7)" in chat
+
+
+def test_sections_without_data_are_left_out():
+    pre = manifests()["pretrain"].stats
+    card = report_card(
+        manifests(rlhf={**manifests()["rlhf"].stats, "curve": []},  # an empty curve: no chart
+                  tokenizer={"vocab_size": 400},  # no held-out report
+                  pretrain={**pre, "history": {**pre["history"], "samples": []}},
+                  info={}),  # no throughput measured
+        {"removed": []}, CHAT_EVAL, [])
+    assert "RL mean reward" not in card and "```mermaid" in section(card, "Pretraining")
+    assert "Bytes per token" not in card and "First merges" not in card
+    assert "Filters against the synthetic crawl's labels" not in card
+    assert section(card, "Data").strip() == "(none)"  # no stage removed or kept anything
+    assert "- throughput: 0 tokens/s" in card and "MFU" not in card
+    assert "as the model learned" not in card
+
+
+def test_plots_are_written_for_every_curve_even_an_empty_one(tmp_path):
+    m = manifests(rlhf={**manifests()["rlhf"].stats, "curve": []})
+    paths = plot_curves(m, tmp_path)
+    assert [p.name for p in paths] == ["pretrain_loss.png", "sft_loss.png", "reward_loss.png", "rlhf.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for p in paths)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporary left over
