@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
+from typing import Callable
 
 import torch
 from pydantic import Field
@@ -11,14 +11,16 @@ from pydantic import Field
 from models import checkpoint as ckpt
 from models.chat import ChatTokens, render_assistant, render_prompt
 from models.gpt import GPTConfig
-from models.optim import lr_multiplier, make_adamw, set_lr
 from models.reward import RewardModel, bradley_terry_loss, score
 from tasks.chat.world import chat_file, read_jsonl
 from tasks.core.caching import output_dir
+from tasks.core.progress import progress_reporter
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig
 from tasks.tokenizer.tokenize import load_tokenizer
 from tasks.train.checkpoints import checkpoint_dir, checkpoint_manifest
+from tasks.train.inputs import require_checkpoint, require_file, require_rows
+from tasks.train.loop import LoopKnobs, StepOutput, run_loop
 
 STAGE = "reward"
 
@@ -28,6 +30,9 @@ class RewardConfig(StageConfig):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(5e-4, gt=0)
     warmup_steps: int = 10
+    warmdown_frac: float = Field(0.3, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, ge=0, description="Max gradient norm; None or 0: no clipping")
+    checkpoint_every: int = Field(100, ge=1)
     max_tokens: int = Field(128, ge=8)
     seed: int = 0
     device: str = "auto"
@@ -52,12 +57,29 @@ def pairwise_accuracy(model: RewardModel, pairs, pad, device, batch_size: int) -
     return wins / len(pairs)
 
 
+def check_inputs(sft_dir: Path, tokenizer_path: str, train_rows: list[dict], heldout_rows: list[dict]) -> None:
+    require_checkpoint(STAGE, "sft", sft_dir, kind="sft")
+    require_file(STAGE, "tokenizer", tokenizer_path)
+    require_rows(STAGE, "preferences_train", train_rows)
+    require_rows(STAGE, "preferences_heldout", heldout_rows)
+
+
+def reward_step(train: list, pad: int, config: RewardConfig, device):
+    """The loop's step: the Bradley-Terry loss of a batch of pairs drawn with the step's own generator."""
+    def one_step(model, _step: int, rng) -> StepOutput:
+        batch = rng.sample(train, min(config.batch_size, len(train)))
+        loss = bradley_terry_loss(score(model, [c for c, _ in batch], pad, device),
+                                  score(model, [r for _, r in batch], pad, device))
+        return StepOutput(loss, {"loss": round(loss.item(), 5)})
+    return one_step
+
+
 def train_reward_model(sft_dir: Path, tokenizer_path: str, train_rows: list[dict], heldout_rows: list[dict],
-                       out_dir: Path, config: RewardConfig) -> dict:
-    torch.manual_seed(config.seed)
+                       out_dir: Path, config: RewardConfig, progress: Callable[[dict], None] | None = None) -> dict:
+    check_inputs(sft_dir, tokenizer_path, train_rows, heldout_rows)
     device = ckpt.pick_device(config.device)
     chat = ChatTokens(load_tokenizer(tokenizer_path))
-    meta = ckpt.read_meta(sft_dir)
+    meta = {"model": ckpt.read_meta(sft_dir)["model"], "stage": STAGE}
     model = RewardModel(GPTConfig(**meta["model"]))
     ckpt.load_weights(sft_dir, model.gpt)
     model.to(device)
@@ -65,22 +87,12 @@ def train_reward_model(sft_dir: Path, tokenizer_path: str, train_rows: list[dict
     train = [render_pair(chat, r, config.max_tokens) for r in train_rows]
     heldout = [render_pair(chat, r, config.max_tokens) for r in heldout_rows]
     before = pairwise_accuracy(model, heldout, pad, device, config.batch_size)
-    optimizer = make_adamw(model, config.lr)
-    rng = random.Random(config.seed)
-    curve = []
-    for step in range(config.steps):
-        set_lr(optimizer, config.lr, lr_multiplier(step, config.steps, config.warmup_steps, 0.3))
-        batch = rng.sample(train, min(config.batch_size, len(train)))
-        loss = bradley_terry_loss(score(model, [c for c, _ in batch], pad, device),
-                                  score(model, [r for _, r in batch], pad, device))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        curve.append([step + 1, round(loss.item(), 5)])
+    run = run_loop(model, reward_step(train, pad, config, device), out_dir, LoopKnobs.from_config(config), meta,
+                   progress)
     after = pairwise_accuracy(model, heldout, pad, device, config.batch_size)
-    path = ckpt.save_checkpoint(out_dir, config.steps, model, {"model": meta["model"], "stage": STAGE})
-    return {"checkpoint": str(path), "heldout_accuracy_before": round(before, 4),
-            "heldout_accuracy": round(after, 4), "heldout_pairs": len(heldout), "train_loss": curve}
+    return {"checkpoint": str(run.checkpoint), "heldout_accuracy_before": round(before, 4),
+            "heldout_accuracy": round(after, 4), "heldout_pairs": len(heldout), "train_loss": run.curve,
+            "resumed_from": run.resumed_from}
 
 
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
@@ -92,5 +104,5 @@ def reward_task(sft: Manifest, tokenizer: Manifest, chat_data: Manifest, work_di
     result = train_reward_model(checkpoint_dir(sft), tokenizer.files[0].path,
                                 read_jsonl(chat_file(chat_data, "preferences_train")),
                                 read_jsonl(chat_file(chat_data, "preferences_heldout")),
-                                output_dir(work_dir), config)
+                                output_dir(work_dir), config, progress_reporter("reward model"))
     return checkpoint_manifest(STAGE, result)

@@ -8,7 +8,6 @@ value network). Tokens the engine forced (tool outputs) are never trained.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +18,6 @@ from models import checkpoint as ckpt
 from models.batches import reply_logprobs
 from models.chat import ChatTokens, render_prompt, visible_text
 from models.engine import generate
-from models.optim import make_adamw
 from models.reward import load_reward_model, score
 from tasks.chat.verifiers import is_correct
 from tasks.chat.world import chat_file, read_jsonl
@@ -29,6 +27,8 @@ from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig
 from tasks.tokenizer.tokenize import load_tokenizer
 from tasks.train.checkpoints import checkpoint_dir, checkpoint_manifest
+from tasks.train.inputs import require_checkpoint, require_file, require_rows
+from tasks.train.loop import LoopKnobs, StepOutput, run_loop
 
 STAGE = "rlhf"
 
@@ -41,6 +41,9 @@ class RlhfConfig(StageConfig):
     temperature: float = Field(1.0, gt=0)
     kl_coef: float = Field(0.05, ge=0, description="β: weight of the KL penalty to the SFT model")
     lr: float = Field(2e-4, gt=0)
+    warmup_steps: int = 0
+    warmdown_frac: float = Field(0.0, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, ge=0, description="Max gradient norm; None or 0: no clipping")
     eval_prompts: int = Field(40, ge=1)
     checkpoint_every: int = Field(10, ge=1)
     seed: int = 0
@@ -81,29 +84,21 @@ def evaluate_policy(policy, reference, reward_model, chat, prompts, config: Rlhf
             "accuracy": round(sum(correct) / len(correct), 4)}
 
 
-def train_rlhf(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows: list[dict],
-               heldout_rows: list[dict], out_dir: Path, config: RlhfConfig,
-               progress: Callable[[dict], None] | None = None) -> dict:
-    torch.manual_seed(config.seed)
-    device = ckpt.pick_device(config.device)
-    chat = ChatTokens(load_tokenizer(tokenizer_path))
-    policy = ckpt.load_gpt(sft_dir, device)
-    reference = ckpt.load_gpt(sft_dir, device).eval().requires_grad_(False)
-    reward_model = load_reward_model(reward_dir, device).eval().requires_grad_(False)
-    eval_rows = heldout_rows[:config.eval_prompts]
-    optimizer = make_adamw(policy, config.lr)
-    meta = {"model": ckpt.read_meta(sft_dir)["model"], "stage": STAGE}
-    start, curve = 0, []
-    before = evaluate_policy(policy, reference, reward_model, chat, eval_rows, config, device)
-    saved = ckpt.resume_latest(out_dir, policy, optimizer)
-    if saved is not None:  # a crashed run goes on from its last complete checkpoint
-        start, curve = saved["step"], saved["curve"]
-    policy.train()
-    for step in range(start, config.steps):
-        # Prompts and samples are functions of the step, so a resumed run draws what the
-        # uninterrupted run would have drawn.
-        prompts = random.Random(f"{config.seed}-{step}").sample(train_rows, min(config.prompts_per_step,
-                                                                               len(train_rows)))
+def check_inputs(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows: list[dict],
+                 heldout_rows: list[dict]) -> None:
+    require_checkpoint(STAGE, "sft", sft_dir, kind="sft")
+    require_checkpoint(STAGE, "reward", reward_dir, kind="reward")
+    require_file(STAGE, "tokenizer", tokenizer_path)
+    require_rows(STAGE, "rl_train", train_rows)
+    require_rows(STAGE, "rl_heldout", heldout_rows)
+
+
+def rlhf_step(reference, reward_model, chat: ChatTokens, train_rows: list[dict], config: RlhfConfig, device):
+    """The loop's step: REINFORCE on a group of sampled replies per prompt, the group's mean
+    (KL-penalised) reward as the baseline. Prompts come from the step's own generator and the
+    samples from a seed of the step, so a resumed run draws what the uninterrupted run would have."""
+    def one_step(policy, step: int, rng) -> StepOutput:
+        prompts = rng.sample(train_rows, min(config.prompts_per_step, len(train_rows)))
         policy.eval()
         batch = rollouts(policy, chat, prompts, config.samples_per_prompt, config, seed=step)
         policy.train()
@@ -111,18 +106,27 @@ def train_rlhf(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows:
         total = (rewards - config.kl_coef * kl).view(-1, config.samples_per_prompt)
         advantage = (total - total.mean(dim=1, keepdim=True)).view(-1)
         loss = -(advantage * logp).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        curve.append([step + 1, round(float(rewards.mean()), 4), round(float(kl.mean()), 4)])
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            ckpt.save_checkpoint(out_dir, step + 1, policy, {**meta, "curve": curve}, optimizer)
-        if progress is not None:
-            progress({"step": step + 1, "steps": config.steps, "loss": loss.item()})
+        return StepOutput(loss, {"reward": round(float(rewards.mean()), 4), "kl": round(float(kl.mean()), 4)})
+    return one_step
+
+
+def train_rlhf(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows: list[dict],
+               heldout_rows: list[dict], out_dir: Path, config: RlhfConfig,
+               progress: Callable[[dict], None] | None = None) -> dict:
+    check_inputs(sft_dir, reward_dir, tokenizer_path, train_rows, heldout_rows)
+    device = ckpt.pick_device(config.device)
+    chat = ChatTokens(load_tokenizer(tokenizer_path))
+    policy = ckpt.load_gpt(sft_dir, device)
+    reference = ckpt.load_gpt(sft_dir, device).eval().requires_grad_(False)
+    reward_model = load_reward_model(reward_dir, device).eval().requires_grad_(False)
+    eval_rows = heldout_rows[:config.eval_prompts]
+    before = evaluate_policy(policy, reference, reward_model, chat, eval_rows, config, device)
+    meta = {"model": ckpt.read_meta(sft_dir)["model"], "stage": STAGE}
+    run = run_loop(policy, rlhf_step(reference, reward_model, chat, train_rows, config, device), out_dir,
+                   LoopKnobs.from_config(config), meta, progress)
     after = evaluate_policy(policy, reference, reward_model, chat, eval_rows, config, device)
-    return {"checkpoint": str(ckpt.latest_checkpoint(out_dir)), "before": before, "after": after, "curve": curve,
-            "resumed_from": start}
+    return {"checkpoint": str(run.checkpoint), "before": before, "after": after, "curve": run.curve,
+            "resumed_from": run.resumed_from}
 
 
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------

@@ -6,8 +6,8 @@ to call the calculator and to stop, not to imitate the user.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
+from typing import Callable
 
 import torch
 from pydantic import Field
@@ -16,13 +16,15 @@ from models import checkpoint as ckpt
 from models.batches import masked_lm_loss
 from models.chat import ChatTokens, render_conversation, render_prompt, visible_text
 from models.engine import generate
-from models.optim import lr_multiplier, make_adamw, set_lr
 from tasks.chat.world import chat_file, read_jsonl
 from tasks.core.caching import output_dir
+from tasks.core.progress import progress_reporter
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig
 from tasks.tokenizer.tokenize import load_tokenizer
 from tasks.train.checkpoints import checkpoint_dir, checkpoint_manifest
+from tasks.train.inputs import require_checkpoint, require_file, require_rows
+from tasks.train.loop import LoopKnobs, StepOutput, run_loop
 
 STAGE = "sft"
 
@@ -32,6 +34,9 @@ class SftConfig(StageConfig):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = 10
+    warmdown_frac: float = Field(0.3, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, ge=0, description="Max gradient norm; None or 0: no clipping")
+    checkpoint_every: int = Field(100, ge=1)
     max_tokens: int = Field(128, ge=8, description="Conversations are cut to this many tokens")
     samples: int = Field(5, ge=0, description="Held-out prompts answered in the report")
     seed: int = 0
@@ -55,33 +60,39 @@ def answer(model, chat: ChatTokens, question: str, max_tokens: int = 48) -> dict
             "stopped": bool(sample.tokens) and sample.tokens[-1] == chat.assistant_end}
 
 
+def check_inputs(base_dir: Path, tokenizer_path: str, train_rows: list[dict], heldout_rows: list[dict]) -> None:
+    require_checkpoint(STAGE, "base", base_dir)
+    require_file(STAGE, "tokenizer", tokenizer_path)
+    require_rows(STAGE, "sft_train", train_rows)
+    require_rows(STAGE, "sft_heldout", heldout_rows)
+
+
+def sft_step(chat: ChatTokens, train: list, config: SftConfig, device):
+    """The loop's step: the masked LM loss of a batch drawn with the step's own generator."""
+    def one_step(model, _step: int, rng) -> StepOutput:
+        batch = rng.sample(train, min(config.batch_size, len(train)))
+        loss = masked_lm_loss(model, batch, chat.assistant_end, device)
+        return StepOutput(loss, {"loss": round(loss.item(), 5)})
+    return one_step
+
+
 def finetune(base_dir: Path, tokenizer_path: str, train_rows: list[dict], heldout_rows: list[dict],
-             out_dir: Path, config: SftConfig) -> dict:
-    torch.manual_seed(config.seed)
+             out_dir: Path, config: SftConfig, progress: Callable[[dict], None] | None = None) -> dict:
+    check_inputs(base_dir, tokenizer_path, train_rows, heldout_rows)
     device = ckpt.pick_device(config.device)
     chat = ChatTokens(load_tokenizer(tokenizer_path))
     model = ckpt.load_gpt(base_dir, device)
-    meta = ckpt.read_meta(base_dir)
     train, heldout = ([render_conversation(chat, r["messages"], config.max_tokens) for r in rows]
                       for rows in (train_rows, heldout_rows))
-    optimizer = make_adamw(model, config.lr)
-    rng = random.Random(config.seed)
     before = heldout_loss(model, heldout, chat.assistant_end, device, config.batch_size)
-    curve = []
-    model.train()
-    for step in range(config.steps):
-        set_lr(optimizer, config.lr, lr_multiplier(step, config.steps, config.warmup_steps, 0.3))
-        loss = masked_lm_loss(model, rng.sample(train, min(config.batch_size, len(train))),
-                              chat.assistant_end, device)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        curve.append([step + 1, round(loss.item(), 5)])
+    meta = {"model": ckpt.read_meta(base_dir)["model"], "stage": STAGE}
+    run = run_loop(model, sft_step(chat, train, config, device), out_dir, LoopKnobs.from_config(config), meta,
+                   progress)
     after = heldout_loss(model, heldout, chat.assistant_end, device, config.batch_size)
     samples = [answer(model, chat, r["messages"][0]["content"]) for r in heldout_rows[:config.samples]]
-    path = ckpt.save_checkpoint(out_dir, config.steps, model, {"model": meta["model"], "stage": STAGE})
-    return {"checkpoint": str(path), "heldout_loss_before": round(before, 5),
-            "heldout_loss_after": round(after, 5), "train_loss": curve, "samples": samples}
+    return {"checkpoint": str(run.checkpoint), "heldout_loss_before": round(before, 5),
+            "heldout_loss_after": round(after, 5), "train_loss": run.curve, "samples": samples,
+            "resumed_from": run.resumed_from}
 
 
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
@@ -90,5 +101,6 @@ def finetune(base_dir: Path, tokenizer_path: str, train_rows: list[dict], heldou
 @stage_task("sft", packages=("torch", "tiktoken"))
 def sft_task(base: Manifest, tokenizer: Manifest, chat_data: Manifest, work_dir: str, config: SftConfig) -> Manifest:
     result = finetune(checkpoint_dir(base), tokenizer.files[0].path, read_jsonl(chat_file(chat_data, "sft_train")),
-                      read_jsonl(chat_file(chat_data, "sft_heldout")), output_dir(work_dir), config)
+                      read_jsonl(chat_file(chat_data, "sft_heldout")), output_dir(work_dir), config,
+                      progress_reporter("SFT"))
     return checkpoint_manifest(STAGE, result)

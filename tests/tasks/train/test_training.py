@@ -173,6 +173,39 @@ def test_rlhf_resumes_from_its_last_checkpoint(base_model, tokenizer_path, chat_
     assert resumed["after"] == full["after"]
 
 
+def test_sft_and_reward_model_resume_from_their_last_checkpoint(base_model, tokenizer_path, chat_data, tmp_path):
+    """Batches come from the step's own generator, so a resumed run trains on what the
+    uninterrupted run did."""
+    from pathlib import Path
+
+    def sft_run(out, progress=None):
+        return sft.finetune(Path(base_model), tokenizer_path, chat_data["sft_train"], chat_data["sft_heldout"],
+                            out, sft.SftConfig(steps=4, batch_size=4, checkpoint_every=2, device="cpu", samples=0),
+                            progress)
+
+    full = sft_run(tmp_path / "sft-full")
+    with pytest.raises(Crash):
+        sft_run(tmp_path / "sft-resumed", crash_at(3))
+    resumed = sft_run(tmp_path / "sft-resumed")
+    assert resumed["resumed_from"] == 2
+    assert resumed["train_loss"] == full["train_loss"]
+    assert resumed["heldout_loss_after"] == full["heldout_loss_after"]
+
+    def reward_run(out, progress=None):
+        return reward.train_reward_model(Path(full["checkpoint"]), tokenizer_path, chat_data["preferences_train"],
+                                         chat_data["preferences_heldout"], out,
+                                         reward.RewardConfig(steps=4, batch_size=4, checkpoint_every=2,
+                                                             device="cpu"), progress)
+
+    full_rm = reward_run(tmp_path / "rm-full")
+    with pytest.raises(Crash):
+        reward_run(tmp_path / "rm-resumed", crash_at(3))
+    resumed_rm = reward_run(tmp_path / "rm-resumed")
+    assert resumed_rm["resumed_from"] == 2
+    assert resumed_rm["train_loss"] == full_rm["train_loss"]
+    assert resumed_rm["heldout_accuracy"] == full_rm["heldout_accuracy"]
+
+
 def test_mfu_is_reported_against_a_given_peak(token_shards, tokenizer_path, tmp_path):
     train, val = token_shards
     result = pretrain.train(pretrain.PretrainConfig(steps=3, peak_flops=1e12, **MICRO), tokenizer_path, train, val,
