@@ -279,8 +279,12 @@ def task_runs_of(flow_run_id, names: set[str], settle_s: float = 30.0) -> dict[s
     import time
 
     from prefect import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter,
-                                                TaskRunFilterFlowRunId)
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+    )
 
     deadline = time.monotonic() + settle_s
     with get_client(sync_client=True) as client:

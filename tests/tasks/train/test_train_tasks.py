@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from tasks.chat.world import ChatDataConfig, write_chat_data
 from tasks.core.store import FileEntry, Manifest, entry_problem, file_entry, results_dir
@@ -28,17 +27,13 @@ SFT = SftConfig(steps=2, batch_size=4, warmup_steps=1, samples=1, device="cpu")
 REWARD = RewardConfig(steps=2, batch_size=4, warmup_steps=1, device="cpu")
 RLHF = RlhfConfig(steps=1, prompts_per_step=2, samples_per_prompt=2, max_reply_tokens=4, eval_prompts=2,
                   device="cpu")
-# The tasks are called on their own, outside any flow, which is the point; Prefect warns that their
-# log lines have no flow run to go to.
-pytestmark = pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted to send logs:UserWarning")
 
 CHAT = ChatDataConfig(sft_examples=40, preference_pairs=40, rl_prompts=10, heldout_fraction=0.2)
 
 
 @pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def harness(prefect_harness):
+    """The session's harness (tests/tasks/conftest.py), shared with the other families' task tests."""
 
 
 @pytest.fixture(scope="module")
