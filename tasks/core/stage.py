@@ -80,8 +80,8 @@ def stage_task(name: str, packages: tuple[str, ...] = (), ignore: tuple[str, ...
 
     A run is named after its stage (a mapped run also after its file: flows/common.py). The body
     sees manifests with absolute paths and returns them so; what crosses to the next stage (and
-    into the result store) holds paths relative to `work_dir`. Results go to the storage the flow sets (<work>/.prefect-results), so a rerun in a
-    fresh process finds them.
+    into the result store) holds paths relative to `work_dir`. Results go to the storage the flow
+    sets (<work>/.prefect-results), so a rerun in a fresh process finds them.
     """
 
     def decorate(fn) -> StageTask:
