@@ -31,11 +31,11 @@ def import_seconds(module: str) -> float:
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], cwd=ROOT,
                           capture_output=True, text=True, check=True)
     top = module.split(".")[0]
-    # Lines: "import time: self [us] | cumulative | imported package"; the top-level package's line
-    # comes last for it and covers everything the import pulled in.
-    totals = [int(m.group(1)) for m in re.finditer(rf"\|\s*(\d+)\s*\|\s*{re.escape(top)}$", proc.stderr, re.M)]
-    # A dotted import is reported per package level; sum the top-level entries (each is disjoint).
-    return sum(totals) / 1e6
+    # Lines read "import time: self [us] | cumulative | name", a nested import's name indented. A
+    # dotted import reports each package level unindented (tasks, tasks.data, tasks.data.langid),
+    # each covering what it pulled in that the others did not: their sum is the import's cost.
+    pattern = rf"\|\s*(\d+) \| {re.escape(top)}(\.[\w.]+)?$"
+    return sum(int(m.group(1)) for m in re.finditer(pattern, proc.stderr, re.M)) / 1e6
 
 
 def main() -> None:
