@@ -31,44 +31,39 @@ def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, multiplier: float) 
         group["lr"] = base_lr * multiplier
 
 
-# The quintic Newton-Schulz iteration of the Muon optimizer (Jordan et al., 2024): five steps take
-# a matrix to (approximately) the nearest semi-orthogonal one, its singular values pushed near 1.
-_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+def make_muon(matrices: list[torch.nn.Parameter], lr: float) -> torch.optim.Muon:
+    """Muon (Jordan et al., 2024) for 2-D hidden matrices: momentum, then the update orthogonalized by a
+    quintic Newton-Schulz iteration, its singular values pushed near 1."""
+    # The settings keep the behaviour of the Muon this module implemented before torch shipped one:
+    # - momentum 0.95 with Nesterov, 5 Newton-Schulz steps with coefficients (3.4445, -4.7750, 2.0315);
+    # - adjust_lr_fn="original": lr x sqrt(max(1, rows / cols)), so a tall matrix moves as much per
+    #   element as a square one ("match_rms_adamw" would scale by 0.2 sqrt(max(rows, cols)) and ask
+    #   for a retuned muon_lr);
+    # - weight_decay=0, not torch's 0.1: the blocks' matrices have never been decayed under Muon.
+    # Two differences remain. Torch keeps the momentum as an average (lerp), (1 - momentum) times
+    # the sum we kept, a scale the iteration's normalization removes. And it iterates in bfloat16 on
+    # every device: on a GPU that is what we did; on a CPU without bfloat16 matrix units it is slow
+    # (at the tiny preset's size a Muon training step took about 5x as long as with float32).
+    muon = torch.optim.Muon(matrices, lr=lr, weight_decay=0.0, momentum=0.95, nesterov=True, ns_steps=5,
+                            ns_coefficients=(3.4445, -4.7750, 2.0315), adjust_lr_fn="original")
+    muon.register_load_state_dict_pre_hook(_from_summed_momentum)
+    return muon
 
 
-def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    a, b, c = _NS_COEFFICIENTS
-    # bf16 on the GPU, where its matmuls are fast; fp32 on the CPU, where they are not.
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
-    x = x / (x.norm() + 1e-7)
-    tall = x.size(0) > x.size(1)
-    if tall:
-        x = x.T
-    for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if tall else x).to(g.dtype)
-
-
-class Muon(torch.optim.Optimizer):
-    """Momentum, then the update orthogonalized: for the hidden 2-D weight matrices only
-    (embeddings and the output head stay with AdamW)."""
-
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5):
-        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-                buf.mul_(group["momentum"]).add_(p.grad)
-                g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                # Scale so a tall or wide matrix moves as much per element as a square one.
-                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
-                p.add_(orthogonalize(g, group["ns_steps"]), alpha=-group["lr"] * scale)
+def _from_summed_momentum(muon: torch.optim.Muon, saved: dict) -> dict:
+    """Let a checkpoint written before this module used torch's Muon resume: its groups lack torch's
+    settings (the first step would fail on a missing key), and its momentum buffers are sums, not
+    averages."""
+    groups, states = [], dict(saved["state"])  # copies: the caller's dict is left as it was
+    for group in saved["param_groups"]:
+        if "ns_coefficients" not in group:
+            group = {**muon.defaults, **group}
+            for param_id in group["params"]:
+                if "momentum_buffer" in states.get(param_id, {}):
+                    buffer = states[param_id]["momentum_buffer"] * (1 - group["momentum"])
+                    states[param_id] = {**states[param_id], "momentum_buffer": buffer}
+        groups.append(group)
+    return {**saved, "state": states, "param_groups": groups}
 
 
 class OptimizerSet:
@@ -110,8 +105,8 @@ def make_optimizer(model: torch.nn.Module, kind: str, lr: float, muon_lr: float 
     matrices = [p for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("blocks.")]
     ids = {id(p) for p in matrices}
     rest = [p for p in model.parameters() if id(p) not in ids]
-    adamw = torch.optim.AdamW(rest, lr=lr, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0)
-    return OptimizerSet([adamw, Muon(matrices, lr=muon_lr)])
+    adamw = torch.optim.AdamW(rest, lr=lr, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0, fused=True)
+    return OptimizerSet([adamw, make_muon(matrices, muon_lr)])
 
 
 def apply_schedule(optimizer: OptimizerSet, multiplier: float) -> None:

@@ -163,13 +163,44 @@ def test_fused_element_wise_functions_match_autograd():
         assert torch.autograd.gradcheck(fused, (x,))
 
 
-def test_newton_schulz_orthogonalizes():
-    from models.optim import orthogonalize
+def test_muon_moves_a_matrix_by_an_orthogonalized_step_scaled_by_its_shape():
+    from models.optim import make_muon
 
     torch.manual_seed(0)
     for shape in [(64, 32), (32, 64), (48, 48)]:
-        s = torch.linalg.svdvals(orthogonalize(torch.randn(*shape)))
+        w = torch.nn.Parameter(torch.randn(*shape))
+        before = w.detach().clone()
+        w.grad = torch.randn(*shape)
+        make_muon([w], lr=0.1).step()
+        # No weight decay; a tall matrix's step is sqrt(rows / cols) larger, as a square one's.
+        scale = 0.1 * max(1.0, shape[0] / shape[1]) ** 0.5
+        s = torch.linalg.svdvals((before - w.detach()) / scale)
         assert 0.5 < s.min() and s.max() < 1.5  # the quintic iteration lands singular values near 1
+
+
+def test_muon_resumes_a_checkpoint_of_summed_momentum():
+    """Checkpoints from before torch's Muon: no ns_coefficients etc. in the groups, momentum kept as
+    a sum (1 / (1 - momentum) times torch's average). They load and step like torch's own."""
+    from models.optim import make_muon
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(16, 8))
+    muon = make_muon([w], lr=0.02)
+    for _ in range(3):
+        w.grad = torch.randn(16, 8)
+        muon.step()
+    saved = muon.state_dict()
+    old_style = {"state": {0: {"momentum_buffer": saved["state"][0]["momentum_buffer"] / (1 - 0.95)}},
+                 "param_groups": [{"lr": 0.02, "momentum": 0.95, "nesterov": True, "ns_steps": 5, "params": [0]}]}
+    again = make_muon([torch.nn.Parameter(w.detach().clone())], lr=0.02)
+    again.load_state_dict(old_style)
+    assert torch.allclose(again.state_dict()["state"][0]["momentum_buffer"], saved["state"][0]["momentum_buffer"])
+    assert again.param_groups[0]["weight_decay"] == 0.0 and again.param_groups[0]["adjust_lr_fn"] == "original"
+    grad = torch.randn(16, 8)
+    for opt in (muon, again):
+        opt.param_groups[0]["params"][0].grad = grad.clone()
+        opt.step()
+    assert torch.allclose(again.param_groups[0]["params"][0], w, atol=1e-6)
 
 
 def test_muon_set_steps_and_round_trips_its_state():
