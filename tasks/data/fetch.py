@@ -4,9 +4,19 @@ Every data stage that opens a WARC file (the source listing, the URL filter, ext
 through `open_uri`, so retries and timeouts are set once, in `SourceConfig`.
 
 Files are read as streams, never downloaded whole first. HTTP streams are read by
-`ResumableHTTPStream`, written here because neither urllib nor fsspec's HTTP file resumes a
-dropped connection in the middle of a streamed body: it retries with exponential backoff and
-continues with an HTTP Range request from the byte where the connection broke.
+`ResumableHTTPStream`: it retries with exponential backoff and continues with an HTTP Range request
+from the byte where the connection broke. It is written here because urllib has none of that, and
+neither has fsspec's HTTP file. Tried (fsspec 2026.9, both its aiohttp filesystem and its
+requests-based `http_sync` one) against the faulty server of tests/support/http.py, fsspec
+- retries nothing: one 503 raises the HTTP client's error (on the size probe, a FileNotFoundError);
+- resumes nothing: a connection dropped mid-body raises (ClientPayloadError, ChunkedEncodingError),
+  with `block_size=0` (a plain stream) as with ranged blocks;
+- refuses a server that ignores Range: a read after a seek raises ValueError ("doesn't appear to
+  support range requests"), where this reader skips the bytes it already has;
+- so never gives up with "<url>: HTTP 503 after 5 attempts", only with the client's own error.
+It has timeouts (aiohttp's, through `client_kwargs`), and its HTTP filesystem needs aiohttp, which
+crawl2chat does not install. A retry wrapper around its file would still have to skip bytes for a
+server that ignores Range and to word the give-up error: most of this class.
 """
 
 from __future__ import annotations
