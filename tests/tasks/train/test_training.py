@@ -215,9 +215,11 @@ def test_mfu_is_reported_against_a_given_peak(token_shards, tokenizer_path, tmp_
 
 
 def test_two_processes_match_one_at_the_same_global_batch(token_shards, tokenizer_path, tmp_path):
-    """DDP under torchrun on the CPU (gloo): 2 processes × 2 rows give the loss curve of 1 × 4 rows."""
+    """DDP under torchrun on the CPU (gloo): 2 processes × 2 rows give the loss curve of 1 × 4 rows,
+    with Muon (torch.optim.Muon) on the blocks' matrices and AdamW on the rest."""
     train, val = token_shards
-    base = {**MICRO, "device_batch_size": 4, "steps": 6, "checkpoint_every": 6, "eval_every": 6}
+    base = {**MICRO, "device_batch_size": 4, "steps": 6, "checkpoint_every": 6, "eval_every": 6,
+            "optimizer": "muon"}
     single = pretrain.train(pretrain.PretrainConfig(**base), tokenizer_path, train, val, tmp_path / "one")
     ddp = pretrain.train_distributed(pretrain.PretrainConfig(**{**base, "device_batch_size": 2, "nproc": 2}),
                                      tokenizer_path, train, val, tmp_path / "two")
