@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,8 +34,16 @@ def installed(tmp_path_factory) -> Path:
     """The project built as a wheel and installed into a folder of its own (dependencies come from
     this environment: the claim is about what the wheel holds)."""
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the tracked files: a build writes build/ beside its sources, and the
+    # checkout's untracked files must not leak into what is proven.
+    source = out / "source"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(out / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(out / "dist"), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next((out / "dist").glob("crawl2chat-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
