@@ -132,16 +132,25 @@ def test_sft_task(sft, base, tokenizer, chat_data, work):
         f"FileNotFoundError: sft: the tokenizer input's file {missing} does not exist"
 
 
+def without_rows(chat_data: Manifest, split: str, out: Path) -> Manifest:
+    """A copy of the chat data with one split's file emptied."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for entry in chat_data.files:
+        target = out / Path(entry.path).name
+        target.write_text("" if target.name == f"{split}.jsonl" else Path(entry.path).read_text())
+        files.append(file_entry(target))
+    return Manifest(stage=chat_data.stage, files=files, stats=chat_data.stats)
+
+
 def test_reward_task(reward, sft, tokenizer, chat_data, work):
     manifest = completed(reward)
     assert_manifest(manifest, "reward", work, {"train_loss", "heldout_accuracy", "heldout_accuracy_before",
                                                "heldout_pairs"})
     assert manifest.stats["heldout_pairs"] == chat_data.stats["preferences_heldout"]
     assert_cached(run(reward_task, work, completed(sft), tokenizer, chat_data, config=REWARD), manifest)
-    # Chat data whose held-out preference split came out empty: no accuracy to measure.
-    no_heldout = write_chat_data(CHAT.model_copy(update={"heldout_fraction": 0.001}), 1234,
-                                 work / "inputs" / "chat-no-heldout")
-    assert no_heldout.stats["preferences_heldout"] == 0
+    # Chat data (say, a user's own) whose held-out preference split is empty: no accuracy to measure.
+    no_heldout = without_rows(chat_data, "preferences_heldout", work / "inputs" / "chat-no-heldout")
     assert failure(run(reward_task, work, completed(sft), tokenizer, no_heldout, config=REWARD)) == \
         "ValueError: reward: the chat data's preferences_heldout split is empty"
 
