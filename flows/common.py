@@ -123,10 +123,10 @@ class StageRuns:
                 return value.value
             return value[i] if is_mapped(value) else value
 
-        futures = []
+        stage_task, futures = self._task(task), []  # the lease checked once per stage, not per file
         for i in range(len(mapped[0])):
             label = self._label(mapped[0][i])
-            future = self._task(task).with_options(task_run_name=f"{task.name}[{label}]").submit(
+            future = stage_task.with_options(task_run_name=f"{task.name}[{label}]").submit(
                 *(pick(a, i) for a in args), **{k: pick(v, i) for k, v in kwargs.items()})
             self.labels[future.task_run_id] = label
             self.runs.append((task.name, future))
