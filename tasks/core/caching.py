@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
+import importlib.util  # resolve_name only: relative imports to absolute names
 import json
 import os
 import platform
@@ -65,16 +65,27 @@ def _canonical(value: Any) -> Any:
 
 # --- Code: the project modules a stage runs, from the import graph ---------------------------------
 
+# The folder that holds the project packages (a checkout's root, or site-packages for a wheel).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
 @lru_cache(maxsize=None)
 def module_path(name: str) -> Path | None:
-    """The source file of a module, or None when `name` is not a module with Python source."""
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):  # "tasks.core.store.Manifest": a name inside a module
+    """The source file of project module `name`, or None when it is not one ("tasks.core.store.Manifest"
+    names a class inside a module).
+
+    Found on disk, never through importlib: find_spec imports a dotted name's parents, so computing a
+    key would run torch's and Prefect's imports in the task's thread, beside stages importing the same
+    modules in other threads (and import locks taken in opposite orders can fail with a deadlock error).
+    """
+    parts = name.split(".")
+    if parts[0] not in PROJECT_PACKAGES or not all(p.isidentifier() for p in parts):
         return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    return Path(spec.origin)
+    base = PROJECT_ROOT.joinpath(*parts)
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 @lru_cache(maxsize=None)
@@ -211,8 +222,11 @@ def output_dir(work_dir: str | Path) -> Path:
     from prefect.transactions import get_transaction
 
     ctx, transaction = TaskRunContext.get(), get_transaction()
-    if ctx is None or transaction is None or not transaction.key:
+    if ctx is None or transaction is None:
         raise RuntimeError("output_dir() is for a stage task running under Prefect")
+    if not transaction.key:  # Prefect logs the policy's exception and runs the task uncached
+        raise RuntimeError(f"stage {ctx.task.name!r}: no cache key, so no output folder (the run's log has "
+                           "'Error encountered when computing cache key' and why)")
     task = ctx.task
     payload = task.cache_policy.payload(task, ctx.parameters)
     if digest_key(payload) != transaction.key:  # the folder must be named by the key Prefect caches on

@@ -387,7 +387,7 @@ def test_a_failed_run_retried_through_the_api_reexecutes_only_the_failed_stage_a
     run = trigger(micro(work))
     run = wait_final(live, run.id)
     assert run.state.is_failed(), f"expected Failed, got {run.state.name}: {run.state.message}{live.logs()}"
-    assert "stage 'reward-model' failed" in (run.state.message or ""), run.state.message
+    assert "stage 'reward-model' failed" in (run.state.message or ""), f"{run.state.message}{live.logs()}"
     first = stage_runs(run.id, expect=ALL_STAGES - {"rlhf", "evaluate"})
     assert states(first)["reward-model"] == {"Failed"}
     # RLHF was submitted with the reward model's future and never ran (NotReady: its input failed);

@@ -85,6 +85,24 @@ def test_dependencies_named_in_reviews_are_found():
     assert "flows.config" not in code_dependencies("tasks.eval.evaluate")  # flows compose, never compute
 
 
+def test_computing_a_key_imports_nothing():
+    """A key is computed in the task's thread while other stages import modules in theirs; finding
+    code dependencies must read source files, never import (torch, Prefect) as a side effect."""
+    script = """
+import json, sys
+from tasks.core import caching
+before = set(sys.modules)
+for name in sys.argv[1:]:
+    for m in caching.code_dependencies(name):
+        caching.code_digest(m)
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+    out = subprocess.run([sys.executable, "-c", script, *STAGE_MODULES], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[3])
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
 def loaded_project_modules() -> dict[str, list[str]]:
     """An independent account of what each stage module uses: import it in a fresh interpreter, with
     no project module loaded yet, and list the project modules that are loaded afterwards."""
