@@ -3,10 +3,14 @@
 Loss is on what the assistant writes (its text, its tool calls and <|assistant_end|>, so it
 learns to stop); user turns and tool outputs, which the engine inserts, are not trained.
 A message's content is a string, or a list of parts {"type": "text"|"python"|"output", "text": ...}.
+ReplyDecoder reads a reply back into such parts as it is generated, so a conversation can keep
+the model's tool calls as tool calls.
 """
 
 from __future__ import annotations
 
+import codecs
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -86,3 +90,85 @@ def visible_text(tokens: ChatTokens, reply_ids: list[int]) -> str:
             run.append(t)
     out.append(tokens.enc.decode(run))
     return "".join(out)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What one reply token adds to the message being written: text of the part `kind`, or the
+    start or end of a tool part (`event`), which carries no text of its own."""
+
+    kind: str        # "text" | "python" | "output"
+    text: str = ""
+    event: str = ""  # "start" | "end" of a python/output part; "" for text
+
+
+# How a reply reads as plain text: the markers visible_text puts around tool parts.
+VISIBLE_MARKERS = {("python", "start"): "[calc ", ("python", "end"): "]",
+                   ("output", "start"): "[= ", ("output", "end"): "]"}
+
+
+class ReplyDecoder:
+    """Reply ids, fed one at a time, into message parts as they grow: the streaming inverse of
+    render_assistant (without its end token). A character whose UTF-8 bytes span several tokens
+    is held back until it is whole, so streamed text never shows half a character."""
+
+    def __init__(self, tokens: ChatTokens):
+        self.tokens = tokens
+        self.parts: list[dict] = []
+        self.finished = False  # <|assistant_end|> or <|bos|> seen: later ids are ignored
+        self._kind = "text"
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._tool_kinds = {tokens.python_start: "python", tokens.output_start: "output"}
+        self._tool_ends = {tokens.python_end: "python", tokens.output_end: "output"}
+
+    def feed(self, token: int) -> list[Piece]:
+        if self.finished:
+            return []
+        if token in (self.tokens.assistant_end, self.tokens.bos):
+            self.finished = True
+            return self._close()
+        if token in self._tool_kinds:
+            return self._close() + self._open(self._tool_kinds[token])
+        if token in self._tool_ends:
+            # An end that matches no open part (a model's slip) is dropped, as render_assistant could not write it.
+            return self._close() if self._kind == self._tool_ends[token] else []
+        return self._add(self._utf8.decode(self.tokens.enc.decode_single_token_bytes(token)))
+
+    def finish(self) -> list[Piece]:
+        """Close whatever is still open (a reply cut off by the token limit)."""
+        self.finished = True
+        return self._close()
+
+    def _open(self, kind: str) -> list[Piece]:
+        self._kind = kind
+        self.parts.append({"type": kind, "text": ""})
+        return [Piece(kind, event="start")]
+
+    def _add(self, text: str) -> list[Piece]:
+        if not text:
+            return []
+        if not self.parts or self.parts[-1]["type"] != self._kind:  # text after a tool part starts a new one
+            self.parts.append({"type": self._kind, "text": ""})
+        self.parts[-1]["text"] += text
+        return [Piece(self._kind, text)]
+
+    def _close(self) -> list[Piece]:
+        """Flush held-back bytes and end the current part; back to plain text."""
+        kind, pieces = self._kind, self._add(self._utf8.decode(b"", final=True))
+        self._utf8.reset()
+        self._kind = "text"
+        return pieces + ([Piece(kind, event="end")] if kind != "text" else [])
+
+
+def reply_parts(tokens: ChatTokens, reply_ids: list[int]) -> list[dict]:
+    """A generated reply as message parts, up to its end token: render_assistant's inverse."""
+    decoder = ReplyDecoder(tokens)
+    for token in reply_ids:
+        decoder.feed(token)
+    decoder.finish()
+    return decoder.parts
+
+
+def visible_piece(piece: Piece) -> str:
+    """A piece as visible_text writes it; the pieces of a whole reply join into visible_text's string."""
+    return VISIBLE_MARKERS.get((piece.kind, piece.event), "") if piece.event else piece.text

@@ -2,12 +2,14 @@
 
 When the model closes a calculator call (<|python_end|>), the engine evaluates the expression
 and forces <|output_start|> result <|output_end|> into that row; forced tokens are marked so
-RL never trains on them.
+RL never trains on them. `generate` returns whole samples; `stream` yields one reply's tokens as
+they are decided, for a person watching it being written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -46,6 +48,12 @@ class KVCache:
         return other
 
 
+def context_limit(model: GPT) -> int:
+    """Positions the model can be run at, prompt and reply together: its rotary table, which leaves
+    room past the training length for a KV cache to grow."""
+    return model.cos.size(1)
+
+
 def new_cache(model: GPT, batch: int, max_len: int) -> KVCache:
     c = model.config
     p = next(model.parameters())
@@ -70,6 +78,12 @@ class Sample:
     sampled: list[int]  # 1 where the model chose the token, 0 where the engine forced it
 
 
+@dataclass(frozen=True)
+class StreamedToken:
+    id: int
+    forced: bool  # the engine wrote it (a calculator output), the model did not choose it
+
+
 @torch.no_grad()
 def generate(model: GPT, prompt: list[int], num_samples: int = 1, max_tokens: int = 64,
              temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
@@ -78,6 +92,31 @@ def generate(model: GPT, prompt: list[int], num_samples: int = 1, max_tokens: in
 
     With `chat`, calculator calls are executed and a row stops at <|assistant_end|> or <|bos|>.
     """
+    samples = [Sample([], []) for _ in range(num_samples)]
+    for step in _decode(model, prompt, num_samples, max_tokens, temperature, top_k, seed, chat, stop):
+        for row, token, was_sampled in step:
+            samples[row].tokens.append(token)
+            samples[row].sampled.append(was_sampled)
+    return samples
+
+
+@torch.no_grad()
+def stream(model: GPT, prompt: list[int], max_tokens: int = 64, temperature: float = 1.0,
+           top_k: int | None = None, seed: int = 0, chat: ChatTokens | None = None,
+           stop: set[int] | None = None) -> Iterator[StreamedToken]:
+    """One continuation of `prompt`, yielded a token at a time as it is decided: the tokens (and
+    the random draws) of `generate(..., num_samples=1)` with the same arguments."""
+    for step in _decode(model, prompt, 1, max_tokens, temperature, top_k, seed, chat, stop):
+        for _, token, was_sampled in step:
+            yield StreamedToken(token, forced=not was_sampled)
+
+
+def _decode(model: GPT, prompt: list[int], num_samples: int, max_tokens: int, temperature: float,
+            top_k: int | None, seed: int, chat: ChatTokens | None, stop: set[int] | None
+            ) -> Iterator[list[tuple[int, int, int]]]:
+    """The decoding loop both entry points share. Yields, once per step, (row, token, sampled)
+    for every row still going; the next step's forward pass runs only when the caller asks for
+    it, so a streaming caller sees each token before the model works on the next."""
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -88,27 +127,26 @@ def generate(model: GPT, prompt: list[int], num_samples: int = 1, max_tokens: in
     logits = model(torch.tensor([prompt], device=device), kv_cache=cache)[:, -1]
     cache = cache.expand(num_samples)
     logits = logits.expand(num_samples, -1)
-    samples = [Sample([], []) for _ in range(num_samples)]
     forced: list[list[int]] = [[] for _ in range(num_samples)]
     expression: list[list[int] | None] = [None] * num_samples
     done = [False] * num_samples
     for _ in range(max_tokens):
         chosen = sample_next(logits, temperature, top_k, generator).tolist()
+        step = []
         for row in range(num_samples):
             if done[row]:
                 continue
             token, was_sampled = (forced[row].pop(0), 0) if forced[row] else (chosen[row], 1)
             chosen[row] = token
-            samples[row].tokens.append(token)
-            samples[row].sampled.append(was_sampled)
+            step.append((row, token, was_sampled))
             if token in stop:
                 done[row] = True
             elif chat is not None:
                 _track_tool(chat, token, row, expression, forced)
+        yield step
         if all(done):
             break
         logits = model(torch.tensor(chosen, device=device)[:, None], kv_cache=cache)[:, -1]
-    return samples
 
 
 def _track_tool(chat: ChatTokens, token: int, row: int, expression: list, forced: list) -> None:

@@ -60,3 +60,12 @@ def tokenizer_path(docs_parquet, tmp_path_factory) -> str:
     from tasks.tokenizer.bpe import BpeConfig, train_tokenizer
 
     return train_tokenizer([docs_parquet], tmp_path_factory.mktemp("tok"), BpeConfig(vocab_size=400)).files[0].path
+
+
+@pytest.fixture(scope="session")
+def tiny_work(tmp_path_factory) -> Path:
+    """A work dir with a tokenizer, a tiny chat model that has memorized one reply (with a calculator
+    call), a random base model and models.json: what `crawl2chat chat` and `serve-model` read."""
+    from tests.support.models import build_tiny_work_dir
+
+    return build_tiny_work_dir(tmp_path_factory.mktemp("tiny-work"))
