@@ -1,4 +1,4 @@
-"""`crawl2chat run | chat | serve | sample-crawl | report`."""
+"""`crawl2chat run | chat | serve-model | serve | sample-crawl | report`."""
 
 from __future__ import annotations
 
@@ -106,9 +106,17 @@ def cmd_report(args) -> int:
 
 def cmd_chat(args) -> int:
     config = _config(args)
-    from cli.chat import chat_session
+    from cli.chat import Sampling, chat_session
 
-    return chat_session(config, args.model, args.prompt)
+    sampling = Sampling(temperature=args.temperature, top_k=args.top_k, max_tokens=args.max_tokens, seed=args.seed)
+    return chat_session(config, args.model, args.prompt, sampling, args.device)
+
+
+def cmd_serve_model(args) -> int:
+    config = _config(args)
+    from cli.serve_model import serve_models
+
+    return serve_models(config, args.host, args.port, args.device)
 
 
 def cmd_serve(args) -> int:
@@ -116,6 +124,20 @@ def cmd_serve(args) -> int:
 
     serve_all(args.preset)
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,9 +156,21 @@ def main(argv: list[str] | None = None) -> int:
 
     with_config(sub.add_parser("run", help="run the whole pipeline")).set_defaults(fn=cmd_run)
     p = with_config(sub.add_parser("chat", help="talk to a trained model"))
-    p.add_argument("--model", choices=["sft", "rlhf"], default="rlhf")
+    p.add_argument("--model", default="rlhf", help="base, sft or rlhf (from the work dir's models.json), "
+                                                   "or a checkpoint directory")
     p.add_argument("--prompt", help="answer one prompt and exit")
+    p.add_argument("--temperature", type=_non_negative, default=0.0, help="0 is greedy (the default)")
+    p.add_argument("--top-k", type=_positive, help="sample from the k likeliest tokens only")
+    p.add_argument("--max-tokens", type=_positive, default=96, help="the longest reply, in tokens")
+    p.add_argument("--seed", type=int, default=0, help="the first reply's seed; each later reply takes the next")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(fn=cmd_chat)
+    p = with_config(sub.add_parser("serve-model", help="serve the trained models: an OpenAI-compatible API "
+                                                      "and a web chat page"))
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.set_defaults(fn=cmd_serve_model)
     p = sub.add_parser("serve", help="serve the deployments (UI runs, schedules)")
     p.add_argument("--preset", default="tiny")
     p.set_defaults(fn=cmd_serve)
