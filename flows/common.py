@@ -35,7 +35,7 @@ def machine_problems(config: PipelineConfig) -> list[str]:
     train = config.train
     devices = {"train.pretrain.device": train.pretrain.device, "train.sft.device": train.sft.device,
                "train.reward.device": train.reward.device, "train.rlhf.device": train.rlhf.device,
-               "evaluate.device": config.evaluate.device}
+               "evaluate.models.device": config.evaluate.models.device}
     problems = [f"{field} {problem}" for field, device in devices.items() if (problem := device_problem(device))]
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     on_gpu = train.pretrain.device.startswith("cuda") or (train.pretrain.device == "auto" and gpus > 0)
@@ -105,8 +105,14 @@ class StageRuns:
             lease.check()
         return task.with_options(result_storage=self.storage)
 
-    def submit(self, task, *args: Any, **kwargs: Any) -> PrefectFuture:
-        future = self._task(task).submit(*args, **kwargs)
+    def submit(self, task, *args: Any, label: str | None = None, **kwargs: Any) -> PrefectFuture:
+        """One run of a stage; with `label`, named `stage[label]` (`evaluate-model[sft]`)."""
+        prepared = self._task(task)
+        if label is not None:
+            prepared = prepared.with_options(task_run_name=f"{task.name}[{label}]")
+        future = prepared.submit(*args, **kwargs)
+        if label is not None:
+            self.labels[future.task_run_id] = label
         self.runs.append((task.name, future))
         return future
 

@@ -23,7 +23,9 @@ from tasks.data.pii import PiiConfig
 from tasks.data.quality import QualityConfig
 from tasks.data.synthetic import CrawlConfig
 from tasks.data.urlfilter import UrlFilterConfig
+from tasks.eval.benchmarks import BenchmarkConfig
 from tasks.eval.evaluate import EvalConfig
+from tasks.eval.report import ReportConfig
 from tasks.tokenizer.bpe import BpeConfig
 from tasks.tokenizer.shards import ShardConfig
 from tasks.train.pretrain import PretrainConfig
@@ -59,12 +61,19 @@ class TrainConfig(StageConfig):
     rlhf: RlhfConfig = Field(default_factory=RlhfConfig)
 
 
+class EvaluateConfig(StageConfig):
+    models: EvalConfig = Field(default_factory=EvalConfig, description="How each model is scored")
+    benchmarks: BenchmarkConfig = Field(default_factory=BenchmarkConfig,
+                                        description="Benchmark sets (paths relative to where the run starts)")
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+
 class PipelineConfig(StageConfig):
     work_dir: str = Field("work", description="Where every stage writes; results and caches live here too")
     data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 
 class ConfigError(ValueError):

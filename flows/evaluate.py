@@ -1,27 +1,35 @@
-"""The evaluation flow: score the models and publish the report card."""
+"""The evaluation flow: benchmark sets read, each model scored, the reward model checked, and the
+report card published (markdown and plots in the work dir, and as Prefect artifacts)."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.common import StageRuns, owned_work_dir
 from flows.config import PipelineConfig
 from flows.data import DataResult
 from flows.tokenizer import TokenizerResult
 from flows.train import TrainResult
-from tasks.core.store import atomic_path, write_json
-from tasks.eval.evaluate import evaluate_task
+from tasks.core.store import Manifest, atomic_path, write_json
+from tasks.eval.benchmarks import benchmark_sets_task, source_fingerprint
+from tasks.eval.evaluate import evaluate_model_task
+from tasks.eval.report import report_card_task
+from tasks.eval.reward_check import reward_check_task
+from tasks.train.checkpoints import checkpoint_at
 
 
 @flow(name="evaluate")
 def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens: TokenizerResult | None = None,
-                  models: TrainResult | None = None) -> str:
-    """Write <work>/report.md and the report-card artifact; return the report's path.
-    Missing inputs come from the upstream flows (cached when nothing changed)."""
+                  models: TrainResult | None = None, extra_models: dict[str, str] | None = None) -> str:
+    """Write <work>/report.md and the report-card artifacts; return the report's path.
+    Missing inputs come from the upstream flows (cached when nothing changed). `extra_models`
+    scores more checkpoints beside this run's, {name: checkpoint folder} (an earlier run's, say),
+    each a column of the report card; they must share this run's tokenizer."""
     with owned_work_dir(config) as work:
         if data is None:
             from flows.data import data_flow
@@ -35,22 +43,45 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
             from flows.train import train_flow
 
             models = train_flow(config, tokens)
+        cfg, stages = config.evaluate, StageRuns(work)
+        sets = stages.submit(benchmark_sets_task, work, cfg.benchmarks, source_fingerprint(cfg.benchmarks))
+        scored = {"base": (models.base, "base"), "sft": (models.sft, "chat"), "rlhf": (models.rlhf, "chat")}
+        for name, folder in (extra_models or {}).items():
+            if name in scored:
+                raise ValueError(f"extra model name {name!r} is taken by this run's own models")
+            scored[name] = checkpoint_at(folder)
+        evaluations = {name: stages.submit(evaluate_model_task, model, name, kind, tokens.tokenizer,
+                                           models.chat_data, sets, work, cfg.models, label=name)
+                       for name, (model, kind) in scored.items()}
+        chat_models = {name: evaluations[name] for name, (_, kind) in scored.items() if kind == "chat"}
+        check = stages.submit(reward_check_task, models.reward, tokens.tokenizer, models.chat_data, chat_models,
+                              work, cfg.models.device)
         manifests = {"accounting": data.accounting, "tokenizer": tokens.tokenizer, "shards": tokens.shards,
                      "chat_data": models.chat_data, "pretrain": models.base, "sft": models.sft,
                      "reward": models.reward, "rlhf": models.rlhf}
-        stages = StageRuns(work)
-        evaluated = stages.submit(evaluate_task, manifests, work, config.evaluate)
+        run_config = config.model_dump(mode="json", exclude={"work_dir"})
+        card = stages.submit(report_card_task, manifests, evaluations, check, sets, run_config, work, cfg.report)
         stages.wait()
-        result = evaluated.result()
-        # The report card and its plots, copied to the top of the work dir where users look.
-        for entry in result.located(work).files:
-            with atomic_path(Path(work) / Path(entry.path).name) as tmp:
-                shutil.copyfile(entry.path, tmp)
-        source = Path(result.located(work).files[0].path)
-        report = Path(work) / "report.md"
-        # Where the latest models are, for `crawl2chat chat`: relative to the work dir, like manifests.
-        write_json(Path(work) / "models.json", {name: Path(m.files[0].path).parent.as_posix() for name, m in
-                                                (("base", models.base), ("sft", models.sft), ("rlhf", models.rlhf))}
-                   | {"tokenizer": tokens.tokenizer.files[0].path})
-        create_markdown_artifact(source.read_text(), key="report-card", description="crawl2chat report card")
-        return str(report)
+        return publish(card.result().located(work), work, tokens, models)
+
+
+def publish(card: Manifest, work: str, tokens: TokenizerResult, models: TrainResult) -> str:
+    """The card and its plots copied to the top of the work dir, where users look; the artifacts."""
+    for entry in card.files:
+        with atomic_path(Path(work) / Path(entry.path).name) as tmp:
+            shutil.copyfile(entry.path, tmp)
+    report = Path(work) / "report.md"
+    # Where the latest models are, for `crawl2chat chat`: relative to the work dir, like manifests.
+    write_json(Path(work) / "models.json", {name: Path(m.files[0].path).parent.as_posix() for name, m in
+                                            (("base", models.base), ("sft", models.sft), ("rlhf", models.rlhf))}
+               | {"tokenizer": tokens.tokenizer.files[0].path})
+    create_markdown_artifact(Path(card.files[0].path).read_text(), key="report-card",
+                             description="crawl2chat report card")
+    rows = [{"model": model, "score": name, **figure} for model, stats in card.stats.items()
+            for name, figure in stats.items() if isinstance(figure, dict)]
+    create_table_artifact(rows, key="scores", description="Every score: accuracy, 95% interval, n")
+    plots = [Path(e.path) for e in card.files if e.path.endswith(".png")]
+    # The UI shows markdown, not files: the plots go in as data URIs.
+    create_markdown_artifact("\n\n".join(f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
+                                         for p in plots), key="report-plots", description="Training curves")
+    return str(report)

@@ -1,102 +1,137 @@
-"""The evaluation stage: models scored, then the report card written (tasks/eval/report.py).
+"""The evaluate-model stage: one model scored on every configured set, strictly.
 
-The chat models answer every held-out prompt greedily and are scored against the prompts'
-checkable answers, per skill; the base model writes a few continuations. The report card gathers
-these with each stage's own metrics into one markdown page.
+A chat model answers the synthetic world's held-out questions (tasks/eval/skills.py) and the
+benchmarks (multiple choice by its likeliest option letter, generation by its parsed final number);
+a base model is scored on the multiple-choice benchmarks in context (k-shot letters and the
+continuation metric, tasks/eval/harness.py) and writes a few continuations. Any model file can be
+scored this way, from this run or an earlier one. The greedy replies are kept (replies.jsonl) for
+the reward model's verdict on them (tasks/eval/reward_check.py).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field
 
 from models import checkpoint as ckpt
-from models.chat import ChatTokens, render_prompt, visible_text
-from models.engine import generate
-from tasks.chat.verifiers import is_correct
+from models.chat import ChatTokens
 from tasks.chat.world import chat_file, read_jsonl
 from tasks.core.caching import output_dir
 from tasks.core.stage import stage_task
-from tasks.core.store import Manifest, StageConfig, file_entry, write_text
-from tasks.eval.report import plot_curves, report_card
+from tasks.core.store import Manifest, StageConfig, file_entry, write_json, write_text
+from tasks.eval.harness import benchmark_rows, score_choice_continuation, score_choice_letters, score_generation
+from tasks.eval.skills import score_skills
 from tasks.tokenizer.tokenize import load_tokenizer
 from tasks.train.checkpoints import checkpoint_dir
 from tasks.train.samples import BASE_PROMPTS, base_samples
 
-STAGE = "evaluate"
+STAGE = "evaluate-model"
 
 
 class EvalConfig(StageConfig):
-    max_prompts: int = Field(200, ge=1, description="Held-out prompts per model at most")
+    max_questions: int = Field(200, ge=1, description="Held-out questions per skill at most")
     max_reply_tokens: int = Field(48, ge=1)
+    samples: int = Field(4, ge=0, description="Samples per question for pass@k (0: greedy only)")
+    temperature: float = Field(0.8, gt=0, description="The temperature of the pass@k samples")
     base_sample_tokens: int = Field(40, ge=1)
     device: str = "auto"
 
 
-@torch.no_grad()
-def chat_accuracy(model, chat: ChatTokens, rows: list[dict], max_tokens: int) -> dict:
-    """Greedy answers to held-out prompts: accuracy per skill, share that stop, a few examples."""
-    per_skill: dict[str, list[int]] = {}
-    stopped, examples = 0, []
-    for row in rows:
-        sample = generate(model, render_prompt(chat, row["prompt"]), max_tokens=max_tokens,
-                          temperature=0.0, chat=chat)[0]
-        reply = visible_text(chat, sample.tokens)
-        per_skill.setdefault(row["skill"], []).append(int(is_correct(reply, row["answer"])))
-        stopped += bool(sample.tokens) and sample.tokens[-1] == chat.assistant_end
-        if len(examples) < 6 and len(per_skill[row["skill"]]) == 1:
-            examples.append({"prompt": row["prompt"][0]["content"], "reply": reply, "answer": row["answer"]})
-    accuracy = {skill: round(sum(v) / len(v), 3) for skill, v in sorted(per_skill.items())}
-    total = [x for v in per_skill.values() for x in v]
-    return {"accuracy": accuracy, "overall": round(sum(total) / max(1, len(total)), 3),
-            "stop_rate": round(stopped / max(1, len(rows)), 3), "examples": examples}
-
-
-# The manifests evaluation reads: the models, their data and the stages the report card quotes.
-INPUTS = ("accounting", "tokenizer", "shards", "chat_data", "pretrain", "sft", "reward", "rlhf")
-
-
-def load_model(manifests: dict[str, Manifest], name: str, device: torch.device):
-    """The model of stage `name`; a checkpoint that does not load fails with one line naming it (safetensors'
+def load_model(checkpoint: Path, name: str, device: torch.device):
+    """The model at `checkpoint`; one that does not load fails with one line naming it (safetensors'
     own error names neither the file nor the model, and torch's spans lines)."""
-    path = checkpoint_dir(manifests[name])
     try:
-        return ckpt.load_gpt(path, device)
+        return ckpt.load_gpt(checkpoint, device)
     except FileNotFoundError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure to load is this checkpoint's
         cause = str(err).splitlines()[0] if str(err) else ""
-        raise ValueError(f"the {name} checkpoint {path} does not load ({type(err).__name__}: {cause})") from None
+        raise ValueError(f"the {name} checkpoint {checkpoint} does not load ({type(err).__name__}: {cause})") from None
 
 
-def evaluate(manifests: dict[str, Manifest], config: EvalConfig, out_dir: Path) -> tuple[Path, dict]:
-    missing = [name for name in INPUTS if name not in manifests]
-    if missing:
-        raise ValueError(f"evaluate needs the manifests of {', '.join(INPUTS)}; missing: {', '.join(missing)}")
+def _eval_rows(chat_data: Manifest, per_skill: int) -> list[dict]:
+    rows, count = [], {}
+    for row in read_jsonl(chat_file(chat_data, "eval_heldout")):
+        count[row["skill"]] = count.get(row["skill"], 0) + 1
+        if count[row["skill"]] <= per_skill:
+            rows.append(row)
+    return rows
+
+
+def _benchmarks(sets: Manifest) -> list[tuple[dict, list[dict], list[dict]]]:
+    """(task config, rows, few-shot pool) of every set that was read (skipped ones have no files)."""
+    return [(info["task"], benchmark_rows(sets, name), benchmark_rows(sets, name, fewshot=True))
+            for name, info in sets.stats.items() if "task" in info]
+
+
+def evaluate_model(name: str, kind: Literal["base", "chat"], checkpoint: Path, tokenizer_path: str,
+                   chat_data: Manifest, sets: Manifest, config: EvalConfig, out_dir: Path) -> Manifest:
     device = ckpt.pick_device(config.device)
-    enc = load_tokenizer(manifests["tokenizer"].files[0].path)
+    model = load_model(checkpoint, name, device)
+    enc = load_tokenizer(tokenizer_path)
     chat = ChatTokens(enc)
-    rows = read_jsonl(chat_file(manifests["chat_data"], "rl_heldout"))[:config.max_prompts]
-    chat_eval = {name: chat_accuracy(load_model(manifests, name, device), chat, rows, config.max_reply_tokens)
-                 for name in ("sft", "rlhf")}
-    samples = base_samples(load_model(manifests, "pretrain", device), enc, BASE_PROMPTS, config.base_sample_tokens)
-    data_report = json.loads(Path(manifests["accounting"].files[0].path).read_text())
-    plots = plot_curves(manifests, out_dir)
-    markdown = report_card(manifests, data_report, chat_eval, samples)
-    markdown += "\n## Plots\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
-    path = write_text(out_dir / "report.md", markdown)
-    return path, {"chat": {k: {kk: vv for kk, vv in v.items() if kk != "examples"} for k, v in chat_eval.items()},
-                  "base_samples": samples}
+    started = time.perf_counter()
+    scores: dict = {"model": name, "kind": kind, "checkpoint_step": ckpt.read_meta(checkpoint).get("step"),
+                    "benchmarks": {}}
+    replies = []
+    if kind == "chat":
+        rows = _eval_rows(chat_data, config.max_questions)
+        scores["skills"], replies = score_skills(model, chat, rows, config.max_reply_tokens, config.samples,
+                                                 config.temperature)
+    for task, rows, pool in _benchmarks(sets):
+        per_task: dict = {}
+        if task["kind"] == "choice":
+            for shots in task["shots"]:
+                per_task[f"{shots}-shot"] = score_choice_letters(model, enc, rows, pool, shots,
+                                                                 chat if kind == "chat" else None)
+            if kind == "base":
+                per_task["continuation"] = score_choice_continuation(model, enc, rows)
+        elif kind == "chat":  # generation is asked of chat models: a base model has no turn to answer in
+            per_task["greedy"] = score_generation(model, chat, rows, task["max_tokens"])
+        if per_task:
+            scores["benchmarks"][task["name"]] = per_task
+    if kind == "base":
+        scores["samples"] = base_samples(model, enc, BASE_PROMPTS, config.base_sample_tokens)
+    scores["seconds"] = round(time.perf_counter() - started, 1)
+    files = [write_json(out_dir / "scores.json", scores)]
+    if replies:
+        files.append(write_text(out_dir / "replies.jsonl", "".join(json.dumps(r) + "\n" for r in replies)))
+    return Manifest(stage=STAGE, files=[file_entry(f) for f in files], stats=headline(scores),
+                    info={"seconds": scores["seconds"]})
+
+
+def headline(scores: dict) -> dict:
+    """The figures a run is compared by: accuracy per skill and per benchmark setting."""
+    def figure(result: dict) -> dict:
+        return {k: result[k] for k in ("n", "accuracy", "low", "high")}
+
+    out = {"model": scores["model"], "kind": scores["kind"]}
+    for skill, result in scores.get("skills", {}).items():
+        out[f"skill/{skill}"] = figure(result)
+    for task, settings in scores["benchmarks"].items():
+        for setting, result in settings.items():
+            out[f"{task}/{setting}"] = figure(result)
+    return out
+
+
+def read_scores(evaluation: Manifest) -> dict:
+    return json.loads(Path(evaluation.files[0].path).read_text())
+
+
+def read_replies(evaluation: Manifest) -> list[dict]:
+    return [json.loads(line) for entry in evaluation.files[1:] for line in Path(entry.path).read_text().splitlines()]
 
 
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
-@stage_task("evaluate", packages=("torch", "tiktoken"))
-def evaluate_task(manifests: dict[str, Manifest], work_dir: str, config: EvalConfig) -> Manifest:
-    path, stats = evaluate(manifests, config, output_dir(work_dir))
-    plots = sorted(path.parent.glob("*.png"))
-    return Manifest(stage=STAGE, files=[file_entry(path)] + [file_entry(p) for p in plots], stats=stats)
+@stage_task(STAGE, packages=("torch", "tiktoken"))
+def evaluate_model_task(model: Manifest, name: str, kind: Literal["base", "chat"], tokenizer: Manifest,
+                        chat_data: Manifest, sets: Manifest, work_dir: str, config: EvalConfig) -> Manifest:
+    return evaluate_model(name, kind, checkpoint_dir(model), tokenizer.files[0].path, chat_data, sets, config,
+                          output_dir(work_dir))

@@ -1,11 +1,19 @@
-"""The report card: every stage's own metrics and the chat evaluation on one markdown page, with
-plots of the training curves beside it. Pure rendering: it reads manifests' stats, runs no model."""
+"""The report-card stage: every stage's own metrics and the evaluation on one markdown page, with
+plots of the training curves beside it and earlier runs tabulated. Pure rendering: it reads
+manifests and the evaluation's results, runs no model."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from tasks.core.store import Manifest, atomic_path
+from pydantic import Field
+
+from tasks.core.caching import output_dir
+from tasks.core.stage import stage_task
+from tasks.core.store import Manifest, StageConfig, atomic_path, file_entry, write_json, write_text
+from tasks.eval.runs import RESULTS, earlier_runs, runs_table
+from tasks.eval.scorecard import evaluation_section
 
 
 def mermaid_line(title: str, points: list[list[float]], y_label: str, max_points: int = 40) -> str:
@@ -34,8 +42,11 @@ def _table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report_card(m: dict[str, Manifest], data_report: dict, chat_eval: dict, samples: list[dict]) -> str:
+def report_card(m: dict[str, Manifest], data_report: dict, scores: dict[str, dict], sets: dict,
+                check: dict | None) -> str:
+    """The whole card: each stage's own figures, then the evaluation (tasks/eval/scorecard.py)."""
     pre, sft, rm, rl = (m[k].stats for k in ("pretrain", "sft", "reward", "rlhf"))
+    samples = scores.get("base", {}).get("samples", [])
     shards = m["shards"].stats
     out = ["# crawl2chat report card", ""]
     removed = [r for r in data_report["removed"] if r["docs"]]
@@ -59,9 +70,10 @@ def report_card(m: dict[str, Manifest], data_report: dict, chat_eval: dict, samp
             f"{pre['unigram_bpb']:.4f})",
             f"- throughput: {m['pretrain'].info.get('tokens_per_s') or 0:,.0f} tokens/s"
             + (f", MFU {100 * m['pretrain'].info['mfu']:.1f}%" if m["pretrain"].info.get("mfu") else ""), "",
-            mermaid_line("Pretraining loss", pre["history"]["train_loss"], "loss"),
-            "Samples (temperature 0.8):", ""]
-    out += [f"- *{s['prompt']}* → {s['completion']!r}" for s in samples] + [""]
+            mermaid_line("Pretraining loss", pre["history"]["train_loss"], "loss")]
+    if samples:
+        out += ["Samples (temperature 0.8):", ""]
+        out += [f"- *{s['prompt']}* → {s['completion']!r}" for s in samples] + [""]
     during = [s for s in pre["history"].get("samples", []) if s["prompt"] == samples[0]["prompt"]] if samples else []
     if during:
         out += ["The first prompt as the model learned (one sample at each evaluation):", ""]
@@ -73,14 +85,11 @@ def report_card(m: dict[str, Manifest], data_report: dict, chat_eval: dict, samp
             + ("(stopped at <|assistant_end|>)" if s["stopped"] else "(did not stop)") for s in sft["samples"]] + [""]
     out += ["## Reward model", "",
             f"- held-out pairwise accuracy: **{rm['heldout_accuracy']:.3f}** "
-            f"(before training {rm['heldout_accuracy_before']:.3f}, {rm['heldout_pairs']} pairs)", ""]
+            f"(before training {rm['heldout_accuracy_before']:.3f}, {rm['heldout_pairs']} pairs; per skill, "
+            "with intervals, under Evaluation)", ""]
     out += ["## RLHF", "", _table([{"": "before", **rl["before"]}, {"": "after", **rl["after"]}]),
             mermaid_line("RL mean reward", [[p[0], p[1]] for p in rl["curve"]], "reward")]
-    out += ["## Chat evaluation (held-out prompts, greedy)", ""]
-    rows = [{"model": name, **res["accuracy"], "overall": res["overall"], "stop rate": res["stop_rate"]}
-            for name, res in chat_eval.items()]
-    out += [_table(rows), "Examples (RLHF model):", ""]
-    out += [f"- **{e['prompt']}** → {e['reply']!r} (expected: {e['answer']})" for e in chat_eval["rlhf"]["examples"]]
+    out += evaluation_section(scores, sets, check)
     return "\n".join(out) + "\n"
 
 
@@ -115,3 +124,35 @@ def plot_curves(m: dict[str, Manifest], out_dir: Path) -> list[Path]:
         plt.close(fig)
         paths.append(out_dir / name)
     return paths
+
+
+# --- The report-card stage: the card, its plots and results.json, for runs to be compared ------------
+
+STAGE = "report-card"
+
+
+class ReportConfig(StageConfig):
+    compare: list[str] = Field(default_factory=list, description="Earlier runs to tabulate besides this work "
+                                                                 "dir's: results.json files or work dirs")
+
+
+def write_report(m: dict[str, Manifest], evaluations: dict[str, Manifest], check: Manifest | None, sets: Manifest,
+                 run_config: dict, config: ReportConfig, work_dir: str | Path, out_dir: Path) -> Manifest:
+    data_report = json.loads(Path(m["accounting"].files[0].path).read_text())
+    scores = {name: json.loads(Path(e.files[0].path).read_text()) for name, e in evaluations.items()}
+    checked = json.loads(Path(check.files[0].path).read_text()) if check else None
+    plots = plot_curves(m, out_dir)
+    markdown = report_card(m, data_report, scores, sets.stats, checked)
+    current = {"config": run_config, "headline": {name: e.stats for name, e in evaluations.items()}}
+    results = write_json(out_dir / RESULTS, current)
+    markdown += "\n".join(runs_table(current, earlier_runs(work_dir, STAGE, config.compare, results)))
+    markdown += "\n## Plots\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
+    report = write_text(out_dir / "report.md", markdown)
+    return Manifest(stage=STAGE, files=[file_entry(report)] + [file_entry(p) for p in plots] + [file_entry(results)],
+                    stats={name: e.stats for name, e in evaluations.items()})
+
+
+@stage_task(STAGE)
+def report_card_task(manifests: dict[str, Manifest], evaluations: dict[str, Manifest], check: Manifest | None,
+                     sets: Manifest, run_config: dict, work_dir: str, config: ReportConfig) -> Manifest:
+    return write_report(manifests, evaluations, check, sets, run_config, config, work_dir, output_dir(work_dir))

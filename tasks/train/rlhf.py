@@ -78,7 +78,7 @@ def evaluate_policy(policy, reference, reward_model, chat, prompts, config: Rlhf
     policy.eval()
     batch = rollouts(policy, chat, prompts, 1, config, seed=10_000)
     rewards, _, kl = rewards_and_kl(policy, reference, reward_model, chat, batch, device)
-    correct = [is_correct(visible_text(chat, b[1]), b[3]["answer"]) for b in batch]
+    correct = [is_correct(visible_text(chat, b[1]), b[3]["check"]) for b in batch]
     policy.train()
     return {"mean_reward": round(float(rewards.mean()), 4), "mean_kl": round(float(kl.mean()), 4),
             "accuracy": round(sum(correct) / len(correct), 4)}

@@ -38,7 +38,7 @@ KILL_POINTS = [
     ("token shards started", "token-shards/*/provenance.json"),
     ("mid-pretraining, after its first checkpoint", "pretrain/*/step-000060/meta.json"),
     ("mid-RLHF, after its first checkpoint", "rlhf/*/step-000002/meta.json"),
-    ("evaluation started", "evaluate/*/provenance.json"),
+    ("evaluation started", "evaluate-model/*/provenance.json"),
 ]
 RUN_TIMEOUT = 240
 

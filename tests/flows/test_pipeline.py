@@ -14,7 +14,8 @@ from prefect.testing.utilities import prefect_test_harness
 from flows.common import StageFailed, tally_stage_runs
 from flows.config import PipelineConfig
 from flows.pipeline import pipeline
-from tests.support.pipeline import ALL_STAGES, TOKENIZER_STAGES, TRAIN_STAGES, micro_config
+from tests.support.pipeline import (ALL_STAGES, EVAL_STAGES, MODEL_EVAL_STAGES, TOKENIZER_STAGES, TRAIN_STAGES,
+                                    micro_config)
 
 
 def run(config: PipelineConfig):
@@ -56,6 +57,27 @@ def test_first_run_executes_every_stage_and_writes_the_report(first_run):
     for heading in ("## Data", "val bits per byte", "## SFT", "pairwise accuracy", "## RLHF"):
         assert heading in report
     assert (work / ".prefect-results").is_dir()
+
+
+def test_an_earlier_checkpoint_is_scored_beside_the_runs_own_models(first_run):
+    """The evaluate flow's extra_models: any checkpoint folder, scored and reported beside this run's
+    models, while this run's evaluations stay cached; a taken name or a reward model is refused."""
+    from flows.evaluate import evaluate_flow
+
+    work, _, _ = first_run
+    config = micro_config(work)
+    [earlier] = sorted((work / "sft").glob("*/step-*"))[-1:]
+    with tally_stage_runs() as runs:
+        report = evaluate_flow(config, extra_models={"earlier": str(earlier)})
+    assert ("evaluate-model", "Completed") in runs and runs.count(("evaluate-model", "Cached")) == 3
+    card = open(report).read()
+    assert "| skill | n | constant | refuse | sft | rlhf | earlier |" in card
+    assert "| earlier − sft | arithmetic |" in card  # the same weights as sft: no difference shown
+    with pytest.raises(ValueError, match="'sft' is taken"):
+        evaluate_flow(config, extra_models={"sft": str(earlier)})
+    [judge] = sorted((work / "reward-model").glob("*/step-*"))[-1:]
+    with pytest.raises(ValueError, match="is a reward model"):
+        evaluate_flow(config, extra_models={"judge": str(judge)})
 
 
 def test_rerun_with_nothing_changed_executes_nothing(first_run):
@@ -121,8 +143,9 @@ def test_a_moved_or_copied_work_dir_reruns_nothing(first_run, tmp_path):
 
 
 def test_editing_a_module_reruns_the_stages_that_use_it_and_no_other(first_run, monkeypatch):
-    """models.reward is used by the reward-model stage and RLHF only (evaluation scores answers, not
-    rewards). Both rerun; their outputs come out byte-identical, so evaluation stays a cache hit."""
+    """models.reward is used by the reward-model stage, RLHF and the reward check only (the models'
+    evaluation scores answers, not rewards). Those rerun; the reward model and RLHF come out
+    byte-identical, so the models' evaluation and the report card stay cache hits."""
     from tasks.core import caching
 
     work, _, _ = first_run
@@ -130,7 +153,7 @@ def test_editing_a_module_reruns_the_stages_that_use_it_and_no_other(first_run, 
     monkeypatch.setattr(caching, "code_digest", lambda m: real(m) + ("-edited" if m == "models.reward" else ""))
     state, by_stage = run(micro_config(work))
     assert state.is_completed()
-    assert executed(by_stage) == {"reward-model", "rlhf"}
+    assert executed(by_stage) == {"reward-model", "rlhf", "reward-check"}
     assert cached(by_stage) == ALL_STAGES - executed(by_stage)
 
 
@@ -160,7 +183,7 @@ def test_config_change_reruns_only_that_stage_and_downstream(first_run):
     work, _, _ = first_run
     state, by_stage = run(micro_config(work, train={"sft": {"steps": 4}}))
     assert state.is_completed()
-    assert executed(by_stage) == {"sft", "reward-model", "rlhf", "evaluate"}
+    assert executed(by_stage) == {"sft", "reward-model", "rlhf"} | MODEL_EVAL_STAGES
     assert cached(by_stage) == ALL_STAGES - executed(by_stage)
 
 
@@ -170,7 +193,7 @@ def test_data_config_change_invalidates_everything_downstream(first_run):
     assert state.is_completed()
     upstream = {"synthetic-crawl", "url-filter", "extract", "langid", "chat-data"}
     assert cached(by_stage) >= upstream
-    downstream = {"quality", "pii", "dedup-filter", "dedup-index", "data-accounting", "evaluate"}
+    downstream = {"quality", "pii", "dedup-filter", "dedup-index", "data-accounting"} | MODEL_EVAL_STAGES
     assert executed(by_stage) >= downstream | TOKENIZER_STAGES | TRAIN_STAGES - {"chat-data"}
     # Keys follow content: a step whose inputs come out byte-identical (say, no dedup candidate
     # pairs either way) is rightly a cache hit.
@@ -193,12 +216,12 @@ def test_rerun_after_a_failure_reexecutes_only_the_failed_stage_and_downstream(f
         state.result()
     assert by_stage["reward-model"] == {"Failed"}
     assert by_stage["rlhf"] == {"NotReady"}  # submitted, never run: its input failed
-    assert "evaluate" not in by_stage
+    assert not EVAL_STAGES & set(by_stage)  # the evaluation flow never started
 
     monkeypatch.undo()
     state, by_stage = run(config)
     assert state.is_completed()
-    assert executed(by_stage) == {"reward-model", "rlhf", "evaluate"}
+    assert executed(by_stage) == {"reward-model", "rlhf"} | MODEL_EVAL_STAGES
     assert cached(by_stage) == ALL_STAGES - executed(by_stage)
 
 

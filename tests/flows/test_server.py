@@ -38,7 +38,7 @@ import pytest
 import yaml
 
 from flows.config import deep_merge
-from tests.support.pipeline import ALL_STAGES, MICRO
+from tests.support.pipeline import ALL_STAGES, EVAL_STAGES, MICRO, MODEL_EVAL_STAGES
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes through /proc")
 
@@ -388,12 +388,12 @@ def test_a_failed_run_retried_through_the_api_reexecutes_only_the_failed_stage_a
     run = wait_final(live, run.id)
     assert run.state.is_failed(), f"expected Failed, got {run.state.name}: {run.state.message}{live.logs()}"
     assert "stage 'reward-model' failed" in (run.state.message or ""), f"{run.state.message}{live.logs()}"
-    first = stage_runs(run.id, expect=ALL_STAGES - {"rlhf", "evaluate"})
+    first = stage_runs(run.id, expect=ALL_STAGES - {"rlhf"} - EVAL_STAGES)
     assert states(first)["reward-model"] == {"Failed"}
     # RLHF was submitted with the reward model's future and never ran (NotReady: its input failed);
     # evaluation, in the next flow, was never submitted.
-    assert states(first).get("rlhf", {"NotReady"}) == {"NotReady"} and "evaluate" not in first
-    assert executed(first) == ALL_STAGES - {"reward-model", "rlhf", "evaluate"}
+    assert states(first).get("rlhf", {"NotReady"}) == {"NotReady"} and not EVAL_STAGES & set(first)
+    assert executed(first) == ALL_STAGES - {"reward-model", "rlhf"} - EVAL_STAGES
 
     blocker.unlink()
     retried_at = retry_like_the_ui(live, run.id)
@@ -403,8 +403,8 @@ def test_a_failed_run_retried_through_the_api_reexecutes_only_the_failed_stage_a
     assert (work / "report.md").is_file()
 
     second = stage_runs(run.id, since=retried_at, expect=ALL_STAGES)
-    assert executed(second) == {"reward-model", "rlhf", "evaluate"}, states(second)
-    assert cached(second) == ALL_STAGES - {"reward-model", "rlhf", "evaluate"}, states(second)
+    assert executed(second) == {"reward-model", "rlhf"} | MODEL_EVAL_STAGES, states(second)
+    assert cached(second) == ALL_STAGES - executed(second), states(second)
     # The first attempt's task runs are still there, unchanged.
     assert states(stage_runs(run.id, expect=ALL_STAGES))["reward-model"] == {"Failed", "Completed"}
 
@@ -434,7 +434,7 @@ def test_a_run_killed_mid_pretraining_is_retried_and_resumes_from_its_checkpoint
     assert retried.state.is_completed(), f"{retried.state.name}: {retried.state.message}{live.logs()}"
 
     second = stage_runs(run.id, since=retried_at, expect=ALL_STAGES)
-    assert executed(second) == {"pretrain", "sft", "reward-model", "rlhf", "evaluate"}, states(second)
+    assert executed(second) == {"pretrain", "sft", "reward-model", "rlhf"} | MODEL_EVAL_STAGES, states(second)
     assert cached(second) == ALL_STAGES - executed(second), states(second)
     [pretrain] = [r for r in second["pretrain"] if r.state.is_completed()]
     manifest = pretrain.state.result()

@@ -40,24 +40,17 @@ def tiny_gpt(vocab_size: int, seed: int):
 
 
 def memorize(model, ids: list[int], mask: list[int], steps: int = 150, lr: float = 1e-2) -> None:
-    """Overfit the model on one conversation: it then answers any question with REPLY.
-
-    Adam by hand: torch.optim's first use imports torch._dynamo, seconds of a test's time."""
+    """Overfit the model on one conversation: it then answers any question with REPLY."""
     import torch
 
     inputs, targets = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
     targets[torch.tensor([mask[1:]]) == 0] = -1  # loss on the assistant's tokens only
-    params = list(model.parameters())
-    means, squares = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    for step in range(1, steps + 1):
-        model.zero_grad()
+    for _ in range(steps):
+        optimizer.zero_grad()
         model(inputs, targets=targets).backward()
-        with torch.no_grad():
-            for p, mean, square in zip(params, means, squares):
-                mean.lerp_(p.grad, 0.1)
-                square.lerp_(p.grad * p.grad, 0.001)
-                p -= lr * (mean / (1 - 0.9 ** step)) / ((square / (1 - 0.999 ** step)).sqrt() + 1e-8)
+        optimizer.step()
     model.eval()
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flows.config import PipelineConfig, deep_merge
+
+# The real benchmark files beside the project (CI has them too); absent, the sets are skipped.
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 DATA_STAGES = {"synthetic-crawl", "url-filter", "extract", "langid", "quality", "pii", "dedup-signatures",
                "dedup-candidates", "dedup-index", "dedup-clusters", "dedup-filter", "data-accounting"}
 TOKENIZER_STAGES = {"train-tokenizer", "token-shards"}
 TRAIN_STAGES = {"chat-data", "pretrain", "sft", "reward-model", "rlhf"}
-ALL_STAGES = DATA_STAGES | TOKENIZER_STAGES | TRAIN_STAGES | {"evaluate"}
+# What runs again when a model changes (benchmark sets depend on their files only).
+MODEL_EVAL_STAGES = {"evaluate-model", "reward-check", "report-card"}
+EVAL_STAGES = {"benchmark-sets"} | MODEL_EVAL_STAGES
+ALL_STAGES = DATA_STAGES | TOKENIZER_STAGES | TRAIN_STAGES | EVAL_STAGES
 
 MICRO = {
     "data": {"crawl": {"num_files": 2, "pages_per_file": 40}, "dedup": {"bands": 4, "rows_per_band": 4}},
@@ -22,7 +30,16 @@ MICRO = {
         "rlhf": {"steps": 1, "prompts_per_step": 2, "samples_per_prompt": 2, "max_reply_tokens": 4,
                  "eval_prompts": 2, "device": "cpu"},
     },
-    "evaluate": {"max_prompts": 2, "max_reply_tokens": 4, "base_sample_tokens": 4, "device": "cpu"},
+    "evaluate": {
+        "models": {"max_questions": 2, "max_reply_tokens": 4, "samples": 2, "base_sample_tokens": 4, "device": "cpu"},
+        "benchmarks": {"tasks": [
+            {"name": "mmlu", "kind": "choice", "data": {"path": str(SHARED_DATA / "mmlu"), "format": "mmlu"},
+             "choices": ["A", "B", "C", "D"], "subject": "subject", "shots": [0, 1], "limit": 3,
+             "fewshot": {"path": str(SHARED_DATA / "mmlu"), "format": "mmlu", "split": "dev"}},
+            {"name": "gsm8k", "kind": "generate", "data": {"path": str(SHARED_DATA / "gsm8k" / "test.jsonl")},
+             "reference": "gsm8k", "limit": 2, "max_tokens": 4},
+        ]},
+    },
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.chat.verifiers import is_correct
 from tasks.chat.world import SKILLS, ChatDataConfig, chat_data_task
 from tests.support.pipeline import MICRO
 from tests.support.stages import StageCall, assert_intact, one_line_failure, run_stage
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 CONFIG = ChatDataConfig(**MICRO["train"]["chat_data"])
 WORLD_SEED = 1234
-SPLITS = [f"{kind}_{split}" for kind in ("sft", "preferences", "rl") for split in ("train", "heldout")]
+SPLITS = [f"{kind}_{split}" for kind in ("sft", "preferences", "rl") for split in ("train", "heldout")] + \
+    ["eval_heldout"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,33 @@ def test_chat_data_writes_every_split(call, work):
     assert m.stats["preferences_train"] + m.stats["preferences_heldout"] == CONFIG.preference_pairs
     assert m.stats["rl_train"] + m.stats["rl_heldout"] == CONFIG.rl_prompts
     assert {r["skill"] for r in rows(work, m, "sft_train")} == set(SKILLS)
-    assert all(r["answer"] for r in rows(work, m, "rl_heldout"))
+    assert all(r["check"]["kind"] for r in rows(work, m, "rl_heldout"))
+
+
+def question(row: dict) -> str:
+    return (row.get("messages") or row["prompt"])[0]["content"]
+
+
+def test_every_row_carries_a_check_its_good_reply_passes_and_its_bad_reply_fails(call, work):
+    m = call.manifest
+    for row in rows(work, m, "sft_train") + rows(work, m, "sft_heldout"):
+        reply = row["messages"][-1]["content"]
+        assert is_correct(visible(reply), row["check"]), row
+    for row in rows(work, m, "preferences_train"):
+        assert is_correct(visible(row["chosen"]), row["check"])
+        assert not is_correct(visible(row["rejected"]), row["check"])
+
+
+def visible(parts: list[dict]) -> str:
+    return "".join(p["text"] for p in parts if p["type"] != "python")
+
+
+def test_the_eval_split_is_distinct_questions_never_trained_on(call, work):
+    m = call.manifest
+    asked = [question(r) for r in rows(work, m, "eval_heldout")]
+    assert len(asked) == len(set(asked)) and {r["skill"] for r in rows(work, m, "eval_heldout")} == set(SKILLS)
+    trained = {question(r) for name in ("sft_train", "preferences_train", "rl_train") for r in rows(work, m, name)}
+    assert not set(asked) & trained
 
 
 def test_an_identical_second_call_is_a_cache_hit(call):
@@ -55,7 +83,7 @@ def test_an_identical_second_call_is_a_cache_hit(call):
 @pytest.mark.parametrize("fraction, split", [(1e-9, "sft_heldout"), (1 - 1e-9, "sft_train")],
                          ids=["nothing-held-out", "nothing-to-train-on"])
 def test_an_empty_split_fails_with_one_line_naming_it(work, fraction, split):
-    config = CONFIG.model_copy(update={"heldout_fraction": fraction})
+    config = CONFIG.model_copy(update={"heldout_fraction": fraction, "heldout_fact_fraction": fraction})
     err = one_line_failure(run_stage(chat_data_task, work, config=config, world_seed=WORLD_SEED).state)
     assert isinstance(err, ValueError)
     assert split in str(err) and "heldout_fraction" in str(err)

@@ -7,6 +7,7 @@ import pytest
 
 from tasks.core.store import Manifest
 from tasks.eval.report import _table, mermaid_line, plot_curves, report_card
+from tasks.eval.stats import wilson
 
 # --- The pieces -------------------------------------------------------------------------------------------
 
@@ -85,12 +86,39 @@ DATA_REPORT = {
     "ground_truth": [{"stage": "urlfilter", "removed": 3, "precision": 1.0, "recall": 0.25},
                      {"stage": "all", "removed": 20, "precision": 0.9, "recall": 0.75, "good_kept": 18}],
 }
-CHAT_EVAL = {
-    "sft": {"accuracy": {"arithmetic": 0.5, "identity": 1.0}, "overall": 0.75, "stop_rate": 0.9, "examples": []},
-    "rlhf": {"accuracy": {"arithmetic": 0.25, "identity": 1.0}, "overall": 0.625, "stop_rate": 1.0,
-             "examples": [{"prompt": "What is 3 plus 4?", "reply": "7", "answer": "7"}]},
+def skill(correct: list[int], constant: float = 0.0, refuse: float = 0.0, refusal_rate: float = 0.0) -> dict:
+    """A skill's result as evaluate-model writes it, from its per-question scores."""
+    k, n = sum(correct), len(correct)
+    s = wilson(k, n)
+    return {**s.as_dict(), "distinct": n, "refusal_rate": refusal_rate, "correct": correct,
+            "baselines": {"constant": constant, "always refuse": refuse}, "examples": [
+                {"prompt": "What is 3 plus 4?", "reply": "The answer is 7.", "parsed": "7", "correct": True}]}
+
+
+SCORES = {
+    "base": {"model": "base", "kind": "base", "samples": [{"prompt": "The town of", "completion": " Velmora lies"}],
+             "benchmarks": {"mmlu": {
+                 "0-shot": {**wilson(30, 100).as_dict(), "random_baseline": 0.25, "majority_baseline": 0.27,
+                            "truncated": 3, "picks": {}, "correct": []},
+                 "continuation": {**wilson(25, 100).as_dict(), "random_baseline": 0.25, "majority_baseline": 0.27,
+                                  "truncated": 0, "centred": 0.0, "picks": {}, "correct": []}}}},
+    "sft": {"model": "sft", "kind": "chat", "benchmarks": {},
+            "skills": {"arithmetic": skill([1] * 20 + [0] * 80, constant=0.05),
+                       "known": skill([1, 0, 0, 1, 0], constant=0.2, refusal_rate=0.4),
+                       "unknown": skill([1] * 50, constant=1.0, refuse=1.0, refusal_rate=1.0)}},
+    "rlhf": {"model": "rlhf", "kind": "chat", "benchmarks": {},
+             "skills": {"arithmetic": skill([1] * 60 + [0] * 40, constant=0.05),
+                        "known": skill([1, 0, 1, 1, 0], constant=0.2, refusal_rate=0.2),
+                        "unknown": skill([1] * 50, constant=1.0, refuse=1.0, refusal_rate=1.0)}},
 }
-SAMPLES = [{"prompt": "The town of", "completion": " Velmora lies"}]
+SETS = {"mmlu": {"rows": 100, "fewshot": 0, "source": "mmlu (test)", "task": {"kind": "choice"}},
+        "gsm8k": {"skipped": "no such file: /nowhere/gsm8k/test.jsonl"}}
+CHECK = {"preferences": {"overall": wilson(75, 100).as_dict(),
+                         "per_skill": {"arithmetic": wilson(26, 50).as_dict(), "known": wilson(49, 50).as_dict()},
+                         "margin": {"p10": -0.5, "median": 1.0, "p90": 2.5},
+                         "calibration": [{"bin": "0.8-1.0", "pairs": 60, "predicted": 0.9, "observed": 0.85}],
+                         "ece": 0.05},
+         "win_rate_vs_sft": {"rlhf": wilson(70, 105).as_dict()}}
 
 
 def section(card: str, title: str) -> str:
@@ -100,13 +128,14 @@ def section(card: str, title: str) -> str:
 
 @pytest.fixture(scope="module")
 def card() -> str:
-    return report_card(manifests(), DATA_REPORT, CHAT_EVAL, SAMPLES)
+    return report_card(manifests(), DATA_REPORT, SCORES, SETS, CHECK)
 
 
 def test_the_card_has_every_section_in_pipeline_order(card):
     titles = [line for line in card.splitlines() if line.startswith("#")]
     assert titles == ["# crawl2chat report card", "## Data", "## Tokenizer", "## Pretraining", "## SFT",
-                      "## Reward model", "## RLHF", "## Chat evaluation (held-out prompts, greedy)"]
+                      "## Reward model", "## RLHF", "## Evaluation", "### The synthetic world's skills (held-out "
+                      "questions)", "### Benchmarks", "### Reward model"]
 
 
 def test_data_shows_what_was_removed_and_the_scores_against_the_labels(card):
@@ -142,19 +171,44 @@ def test_post_training_figures(card):
     assert "- held-out loss on assistant tokens: 4.500 → 2.250" in section(card, "SFT")
     assert "- **Who are you?** → 'I am crawl2chat' (stopped at <|assistant_end|>)" in section(card, "SFT")
     assert "- **What is 2 plus 2?** → '4 4 4' (did not stop)" in section(card, "SFT")
-    assert "- held-out pairwise accuracy: **0.750** (before training 0.500, 8 pairs)" in section(card, "Reward model")
+    assert "- held-out pairwise accuracy: **0.750** (before training 0.500, 8 pairs;" in section(card, "Reward model")
     rlhf = section(card, "RLHF")
     assert "|  | mean_reward | accuracy |" in rlhf
     assert "| before | 0.1 | 0.2 |" in rlhf and "| after | 0.3 | 0.4 |" in rlhf
     assert 'title "RL mean reward"' in rlhf and "line [0.1000, 0.3000]" in rlhf
 
 
-def test_chat_evaluation_table_and_examples(card):
-    chat = section(card, "Chat evaluation (held-out prompts, greedy)")
-    assert "| model | arithmetic | identity | overall | stop rate |" in chat
-    assert "| sft | 0.5 | 1.0 | 0.75 | 0.9 |" in chat
-    assert "| rlhf | 0.25 | 1.0 | 0.625 | 1.0 |" in chat
-    assert "- **What is 3 plus 4?** → '7' (expected: 7)" in chat
+def test_every_skill_score_has_its_n_interval_and_baselines(card):
+    evaluation = section(card, "Evaluation")
+    assert "| skill | n | constant | refuse | sft | rlhf |" in evaluation
+    assert "| arithmetic | 100 | 0.050 | 0.000 | 0.200 [0.13, 0.29] | 0.600 [0.50, 0.69] |" in evaluation
+    # A skill that always refusing passes shows it: the reader sees its 1.0 is worth nothing.
+    assert "| unknown | 50 | 1.000 | 1.000 | 1.000 [0.93, 1.00] | 1.000 [0.93, 1.00] |" in evaluation
+    assert "False refusals (known facts answered \"I don't know\"): sft 0.400, rlhf 0.200" in evaluation
+    assert "Too few questions to tell models apart on: known" in evaluation
+
+
+def test_a_difference_is_claimed_only_beyond_its_interval(card):
+    evaluation = section(card, "Evaluation")
+    assert "| rlhf − sft | arithmetic | 100 | +0.400 [" in evaluation and "| yes |" in evaluation
+    known = next(line for line in evaluation.splitlines() if line.startswith("| rlhf − sft | known | 5 | +0.200"))
+    assert known.endswith("| no difference shown |")  # one question of five: within noise
+
+
+def test_benchmarks_show_their_baselines_and_what_was_not_run(card):
+    evaluation = section(card, "Evaluation")
+    assert "- **gsm8k**: not run (no such file: /nowhere/gsm8k/test.jsonl)" in evaluation
+    assert "| 0-shot | 100 | random 0.250, majority 0.270 | 0.300 [0.22, 0.40] | 3 |" in evaluation
+    assert "base +0.000" in evaluation
+
+
+def test_the_reward_model_diagnostics_and_win_rate_beside_accuracy(card):
+    evaluation = section(card, "Evaluation")
+    assert "Held-out pairwise accuracy 0.750 [0.66, 0.82] on 100 pairs (chance 0.5)" in evaluation
+    assert "| arithmetic | 50 | 0.520 [0.39, 0.65] |" in evaluation  # at chance, whatever the overall says
+    assert "| 0.8-1.0 | 60 | 0.9 | 0.85 |" in evaluation
+    # Strictly right: rlhf (60 + 3 + 50) / 155, sft (20 + 2 + 50) / 155.
+    assert "| rlhf | 105 | 0.667 [0.57, 0.75] | 0.729 | 0.465 |" in evaluation
 
 
 def test_sections_without_data_are_left_out():
@@ -164,7 +218,7 @@ def test_sections_without_data_are_left_out():
                   tokenizer={"vocab_size": 400},  # no held-out report
                   pretrain={**pre, "history": {**pre["history"], "samples": []}},
                   info={}),  # no throughput measured
-        {"removed": []}, CHAT_EVAL, [])
+        {"removed": []}, {**SCORES, "base": {**SCORES["base"], "samples": []}}, SETS, CHECK)
     assert "RL mean reward" not in card and "```mermaid" in section(card, "Pretraining")
     assert "Bytes per token" not in card and "First merges" not in card
     assert "Filters against the synthetic crawl's labels" not in card
