@@ -126,6 +126,51 @@ def plot_curves(m: dict[str, Manifest], out_dir: Path) -> list[Path]:
     return paths
 
 
+def plot_scores(evaluations: dict[str, dict], out_dir: Path) -> Path | None:
+    """scores.png: every model's accuracy per skill and benchmark setting, with its 95% interval as
+    a whisker and the best trivial baseline as a grey tick, so a bar's margin over it shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows: dict[str, dict[str, dict]] = {}  # score name → model → figure
+    baselines: dict[str, float] = {}
+    for model, scores in evaluations.items():
+        for skill, r in scores.get("skills", {}).items():
+            rows.setdefault(f"skill/{skill}", {})[model] = r
+            baselines[f"skill/{skill}"] = max(r["baselines"].values())
+        for task, settings in scores.get("benchmarks", {}).items():
+            for setting, r in settings.items():
+                rows.setdefault(f"{task}/{setting}", {})[model] = r
+                baselines[f"{task}/{setting}"] = max(r.get(k, 0.0) for k in ("random_baseline", "majority_baseline",
+                                                                              "constant_baseline"))
+    if not rows:
+        return None
+    models = list(evaluations)
+    names = list(rows)
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names)), 4))
+    for i, model in enumerate(models):
+        xs = [j + (i - (len(models) - 1) / 2) * width for j, name in enumerate(names) if model in rows[name]]
+        figures = [rows[name][model] for name in names if model in rows[name]]
+        values = [f["accuracy"] for f in figures]
+        errors = [[v - f["low"] for v, f in zip(values, figures)], [f["high"] - v for v, f in zip(values, figures)]]
+        ax.bar(xs, values, width, yerr=errors, capsize=2, label=model)
+    ax.scatter(range(len(names)), [baselines[n] for n in names], marker="_", s=400, color="grey", zorder=3,
+               label="best trivial baseline")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy (95% interval)")
+    ax.set_title("Evaluation")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out_dir / "scores.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out_dir / "scores.png"
+
+
 # --- The report-card stage: the card, its plots and results.json, for runs to be compared ------------
 
 STAGE = "report-card"
@@ -141,7 +186,7 @@ def write_report(m: dict[str, Manifest], evaluations: dict[str, Manifest], check
     data_report = json.loads(Path(m["accounting"].files[0].path).read_text())
     scores = {name: json.loads(Path(e.files[0].path).read_text()) for name, e in evaluations.items()}
     checked = json.loads(Path(check.files[0].path).read_text()) if check else None
-    plots = plot_curves(m, out_dir)
+    plots = plot_curves(m, out_dir) + [p for p in [plot_scores(scores, out_dir)] if p]
     markdown = report_card(m, data_report, scores, sets.stats, checked)
     current = {"config": run_config, "headline": {name: e.stats for name, e in evaluations.items()}}
     results = write_json(out_dir / RESULTS, current)

@@ -152,7 +152,8 @@ def test_the_report_card_tabulates_earlier_runs_with_their_config_changes(work, 
     m = first.manifest
     assert_intact(m, work, "report-card")
     names = [Path(f.path).name for f in m.files]
-    assert names == ["report.md", "pretrain_loss.png", "sft_loss.png", "reward_loss.png", "rlhf.png", "results.json"]
+    assert names == ["report.md", "pretrain_loss.png", "sft_loss.png", "reward_loss.png", "rlhf.png", "scores.png",
+                     "results.json"]
     report = (work / m.files[0].path).read_text()
     assert report.startswith("# crawl2chat report card") and "| urlfilter | blocked_domain | 3 | 0 | 0.075 |" in report
     assert "## Evaluation" in report and "## Runs in this work dir" not in report  # the first run: nothing to compare

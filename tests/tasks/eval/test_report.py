@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.core.store import Manifest
-from tasks.eval.report import _table, mermaid_line, plot_curves, report_card
+from tasks.eval.report import _table, mermaid_line, plot_curves, plot_scores, report_card
 from tasks.eval.stats import wilson
 
 # --- The pieces -------------------------------------------------------------------------------------------
@@ -233,3 +233,9 @@ def test_plots_are_written_for_every_curve_even_an_empty_one(tmp_path):
     assert [p.name for p in paths] == ["pretrain_loss.png", "sft_loss.png", "reward_loss.png", "rlhf.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for p in paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporary left over
+
+
+def test_the_scores_plot_has_a_bar_per_model_and_score(tmp_path):
+    path = plot_scores(SCORES, tmp_path)
+    assert path.name == "scores.png" and path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert plot_scores({"base": {"benchmarks": {}}}, tmp_path / "none") is None  # nothing scored: no plot
