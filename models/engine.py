@@ -39,11 +39,12 @@ class KVCache:
     def advance(self, T: int) -> None:
         self.pos += T
 
-    def expand(self, batch: int) -> "KVCache":
-        """Copy a one-row cache (a prefilled prompt) to `batch` rows."""
+    def expand(self, repeats: int) -> "KVCache":
+        """Each row of a prefilled cache copied `repeats` times, copies side by side (row i's copies
+        are rows i·repeats … i·repeats + repeats − 1)."""
         other = object.__new__(KVCache)
-        other.k = self.k.expand(-1, batch, -1, -1, -1).clone()
-        other.v = self.v.expand(-1, batch, -1, -1, -1).clone()
+        other.k = self.k.repeat_interleave(repeats, dim=1)
+        other.v = self.v.repeat_interleave(repeats, dim=1)
         other.pos = self.pos
         return other
 
@@ -93,11 +94,39 @@ def generate(model: GPT, prompt: list[int], num_samples: int = 1, max_tokens: in
     With `chat`, calculator calls are executed and a row stops at <|assistant_end|> or <|bos|>.
     """
     samples = [Sample([], []) for _ in range(num_samples)]
-    for step in _decode(model, prompt, num_samples, max_tokens, temperature, top_k, seed, chat, stop):
+    for step in _decode(model, [prompt], num_samples, max_tokens, temperature, top_k, seed, chat, stop):
         for row, token, was_sampled in step:
             samples[row].tokens.append(token)
             samples[row].sampled.append(was_sampled)
     return samples
+
+
+@torch.no_grad()
+def generate_many(model: GPT, prompts: list[list[int]], num_samples: int = 1, max_tokens: int = 64,
+                  temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
+                  chat: ChatTokens | None = None, stop: set[int] | None = None,
+                  max_rows: int = 64) -> list[list[Sample]]:
+    """`num_samples` continuations of each of many prompts, `[prompt][sample]`: prompts of one
+    length are decoded together (their cache rows advance in step), up to `max_rows` rows at a
+    time, which is what makes scoring hundreds of questions quick. Greedy replies are those of
+    `generate` one prompt at a time; sampled ones are drawn from the batch's own generator."""
+    out: list[list[Sample]] = [[] for _ in prompts]
+    by_length: dict[int, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        by_length.setdefault(len(prompt), []).append(i)
+    per_batch = max(1, max_rows // num_samples)
+    for length, indices in sorted(by_length.items()):
+        for start in range(0, len(indices), per_batch):
+            batch = indices[start:start + per_batch]
+            samples = [Sample([], []) for _ in range(len(batch) * num_samples)]
+            for step in _decode(model, [prompts[i] for i in batch], num_samples, max_tokens, temperature, top_k,
+                                seed + start + length, chat, stop):
+                for row, token, was_sampled in step:
+                    samples[row].tokens.append(token)
+                    samples[row].sampled.append(was_sampled)
+            for j, i in enumerate(batch):
+                out[i] = samples[j * num_samples:(j + 1) * num_samples]
+    return out
 
 
 @torch.no_grad()
@@ -106,34 +135,36 @@ def stream(model: GPT, prompt: list[int], max_tokens: int = 64, temperature: flo
            stop: set[int] | None = None) -> Iterator[StreamedToken]:
     """One continuation of `prompt`, yielded a token at a time as it is decided: the tokens (and
     the random draws) of `generate(..., num_samples=1)` with the same arguments."""
-    for step in _decode(model, prompt, 1, max_tokens, temperature, top_k, seed, chat, stop):
+    for step in _decode(model, [prompt], 1, max_tokens, temperature, top_k, seed, chat, stop):
         for _, token, was_sampled in step:
             yield StreamedToken(token, forced=not was_sampled)
 
 
-def _decode(model: GPT, prompt: list[int], num_samples: int, max_tokens: int, temperature: float,
+def _decode(model: GPT, prompts: list[list[int]], num_samples: int, max_tokens: int, temperature: float,
             top_k: int | None, seed: int, chat: ChatTokens | None, stop: set[int] | None
             ) -> Iterator[list[tuple[int, int, int]]]:
-    """The decoding loop both entry points share. Yields, once per step, (row, token, sampled)
-    for every row still going; the next step's forward pass runs only when the caller asks for
-    it, so a streaming caller sees each token before the model works on the next."""
+    """The decoding loop every entry point shares, for prompts of one length, `num_samples` rows
+    each (prompt i's rows are i·num_samples …). Yields, once per step, (row, token, sampled) for
+    every row still going; the next step's forward pass runs only when the caller asks for it, so
+    a streaming caller sees each token before the model works on the next."""
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     stop = set(stop or ())
     if chat is not None:
         stop |= {chat.assistant_end, chat.bos}
-    cache = new_cache(model, 1, len(prompt) + max_tokens)
-    logits = model(torch.tensor([prompt], device=device), kv_cache=cache)[:, -1]
+    rows = len(prompts) * num_samples
+    cache = new_cache(model, len(prompts), len(prompts[0]) + max_tokens)
+    logits = model(torch.tensor(prompts, device=device), kv_cache=cache)[:, -1]
     cache = cache.expand(num_samples)
-    logits = logits.expand(num_samples, -1)
-    forced: list[list[int]] = [[] for _ in range(num_samples)]
-    expression: list[list[int] | None] = [None] * num_samples
-    done = [False] * num_samples
+    logits = logits.repeat_interleave(num_samples, dim=0)
+    forced: list[list[int]] = [[] for _ in range(rows)]
+    expression: list[list[int] | None] = [None] * rows
+    done = [False] * rows
     for _ in range(max_tokens):
         chosen = sample_next(logits, temperature, top_k, generator).tolist()
         step = []
-        for row in range(num_samples):
+        for row in range(rows):
             if done[row]:
                 continue
             token, was_sampled = (forced[row].pop(0), 0) if forced[row] else (chosen[row], 1)

@@ -1,4 +1,6 @@
-"""Shared fixtures. Flow tests run under Prefect's test harness (a throwaway server and DB)."""
+"""Shared fixtures. Flow and stage-task tests run under Prefect's test harness (a throwaway server and
+DB), one for the whole session: starting one takes tens of seconds, so every module that needs it
+starts it once, on first use, rather than once per module."""
 
 from __future__ import annotations
 
@@ -69,3 +71,14 @@ def tiny_work(tmp_path_factory) -> Path:
     from tests.support.models import build_tiny_work_dir
 
     return build_tiny_work_dir(tmp_path_factory.mktemp("tiny-work"))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    # Stage tasks called on their own, outside any flow, keep their run logs local.
+    with prefect_test_harness(server_startup_timeout=120), \
+            temporary_settings({PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
+        yield

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from models.chat import ChatTokens, render_prompt, visible_text
-from models.engine import generate
+from models.engine import generate_many
 from tasks.chat.verifiers import score_number
 from tasks.core.store import Manifest
 from tasks.eval.stats import wilson
@@ -139,16 +139,16 @@ def choice_result(rows: list[dict], picks: list[int], cuts: int) -> dict:
 
 def score_generation(model, chat: ChatTokens, rows: list[dict], max_tokens: int) -> dict:
     """Greedy replies to each question, the final number compared exactly with the reference."""
-    correct, examples, cuts = [], [], 0
-    for row in rows:
-        # The prompt at most the length the model was trained on (a long question loses its start,
-        # counted); the reply may run on to the end of the rotary table.
-        prompt, cut = fit(render_prompt(chat, [{"role": "user", "content": row["question"]}]),
-                          model.config.sequence_len)
-        cuts += cut
-        sample = generate(model, prompt, max_tokens=min(max_tokens, model.cos.size(1) - len(prompt)),
-                          temperature=0.0, chat=chat)[0]
-        reply = visible_text(chat, sample.tokens)
+    # The prompt at most the length the model was trained on (a long question loses its start,
+    # counted); the reply may run on to the end of the rotary table.
+    fitted = [fit(render_prompt(chat, [{"role": "user", "content": r["question"]}]), model.config.sequence_len)
+              for r in rows]
+    room = model.cos.size(1) - model.config.sequence_len
+    replies = generate_many(model, [p for p, _ in fitted], max_tokens=min(max_tokens, room), temperature=0.0,
+                            chat=chat)
+    correct, examples = [], []
+    for row, sample in zip(rows, replies):
+        reply = visible_text(chat, sample[0].tokens)
         verdict = score_number(reply, row["answer"])
         correct.append(int(verdict.correct))
         if len(examples) < 3:
@@ -157,4 +157,5 @@ def score_generation(model, chat: ChatTokens, rows: list[dict], max_tokens: int)
     mode, count = Counter(r["answer"] for r in rows).most_common(1)[0] if rows else ("", 0)
     constant = sum(score_number(f"The answer is {mode}.", r["answer"]).correct for r in rows)
     return {**wilson(sum(correct), len(rows)).as_dict(), "constant_baseline": round(constant / max(1, len(rows)), 4),
-            "constant_reply": f"The answer is {mode}.", "truncated": cuts, "correct": correct, "examples": examples}
+            "constant_reply": f"The answer is {mode}.", "truncated": sum(cut for _, cut in fitted), "correct": correct,
+            "examples": examples}

@@ -13,7 +13,7 @@ from collections import Counter
 import torch
 
 from models.chat import ChatTokens, render_prompt, visible_text
-from models.engine import generate
+from models.engine import generate_many
 from tasks.chat.verifiers import verify
 from tasks.eval.stats import mean_interval, pass_at_k, wilson
 
@@ -45,35 +45,36 @@ def score_skills(model, chat: ChatTokens, rows: list[dict], max_tokens: int, sam
                  temperature: float = 0.8) -> tuple[dict, list[dict]]:
     """Every row answered greedily (and `samples` times at `temperature` for pass@k), per skill; and
     the greedy replies, token ids included, for the reward model to judge."""
-    by_skill: dict[str, list[dict]] = {}
-    for row in rows:
-        by_skill.setdefault(row["skill"], []).append(row)
+    prompts = [render_prompt(chat, row["prompt"]) for row in rows]
+    greedy = [s[0].tokens for s in generate_many(model, prompts, max_tokens=max_tokens, temperature=0.0, chat=chat)]
+    drawn = generate_many(model, prompts, num_samples=samples, max_tokens=max_tokens, temperature=temperature,
+                          chat=chat) if samples else [[] for _ in rows]
+    by_skill: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_skill.setdefault(row["skill"], []).append(i)
     out, replies = {}, []
-    for skill, skill_rows in sorted(by_skill.items()):
-        greedy, refused, pass_k, examples = [], [], [], []
-        for i, row in enumerate(skill_rows):
-            prompt = render_prompt(chat, row["prompt"])
-            reply_ids = generate(model, prompt, max_tokens=max_tokens, temperature=0.0, chat=chat)[0].tokens
-            reply = visible_text(chat, reply_ids)
+    for skill, indices in sorted(by_skill.items()):
+        correct, refused, pass_k, examples = [], [], [], []
+        for i in indices:
+            row, reply = rows[i], visible_text(chat, greedy[i])
             verdict = verify(reply, row["check"])
-            replies.append({"skill": skill, "prompt": row["prompt"], "reply": reply, "reply_ids": reply_ids,
-                            "correct": verdict.correct})
-            greedy.append(int(verdict.correct))
+            correct.append(int(verdict.correct))
             refused.append(int(verdict.refused))
+            replies.append({"skill": skill, "prompt": row["prompt"], "reply": reply, "reply_ids": greedy[i],
+                            "correct": verdict.correct})
             if samples:
-                drawn = generate(model, prompt, num_samples=samples, max_tokens=max_tokens, temperature=temperature,
-                                 seed=i, chat=chat)
-                hits = sum(verify(visible_text(chat, s.tokens), row["check"]).correct for s in drawn)
+                hits = sum(verify(visible_text(chat, s.tokens), row["check"]).correct for s in drawn[i])
                 pass_k.append(pass_at_k(samples, hits, samples))
             if len(examples) < 2:
                 examples.append({"prompt": row["prompt"][-1]["content"], "reply": reply, "parsed": verdict.parsed,
                                  "correct": verdict.correct})
-        result = {**wilson(sum(greedy), len(greedy)).as_dict(),
+        skill_rows = [rows[i] for i in indices]
+        result = {**wilson(sum(correct), len(correct)).as_dict(),
                   "distinct": len({r["prompt"][-1]["content"] for r in skill_rows}),
                   "refusal_rate": round(sum(refused) / len(refused), 4),
                   "baselines": {"constant": baseline_accuracy(skill_rows, constant_reply(skill_rows)),
                                 "always refuse": baseline_accuracy(skill_rows, REFUSAL_REPLY)},
-                  "correct": greedy, "examples": examples}
+                  "correct": correct, "examples": examples}
         if samples:
             result[f"pass@{samples}"] = mean_interval(pass_k).as_dict()
             result["temperature"] = temperature

@@ -9,13 +9,18 @@ import shutil
 
 import pytest
 from prefect.results import ResultRecord
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.common import StageFailed, tally_stage_runs
 from flows.config import PipelineConfig
 from flows.pipeline import pipeline
-from tests.support.pipeline import (ALL_STAGES, EVAL_STAGES, MODEL_EVAL_STAGES, TOKENIZER_STAGES, TRAIN_STAGES,
-                                    micro_config)
+from tests.support.pipeline import (
+    ALL_STAGES,
+    EVAL_STAGES,
+    MODEL_EVAL_STAGES,
+    TOKENIZER_STAGES,
+    TRAIN_STAGES,
+    micro_config,
+)
 
 
 def run(config: PipelineConfig):
@@ -37,13 +42,7 @@ def cached(by_stage) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture(scope="module")
-def first_run(harness, tmp_path_factory):
+def first_run(prefect_harness, tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
     state, by_stage = run(micro_config(work))
     return work, state, by_stage
@@ -225,7 +224,7 @@ def test_rerun_after_a_failure_reexecutes_only_the_failed_stage_and_downstream(f
     assert cached(by_stage) == ALL_STAGES - executed(by_stage)
 
 
-def test_crawl_where_nothing_survives_fails_with_a_clear_message(harness, tmp_path):
+def test_crawl_where_nothing_survives_fails_with_a_clear_message(prefect_harness, tmp_path):
     config = micro_config(tmp_path, data={"langid": {"languages": ["xx"]}})
     state, _ = run(config)
     assert state.is_failed()
@@ -284,7 +283,7 @@ def flow_run_logs(flow_run_id) -> list[tuple[int, str]]:
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
-def test_a_device_the_machine_lacks_fails_the_flow_before_any_stage_with_the_cause_first(harness, tmp_path):
+def test_a_device_the_machine_lacks_fails_the_flow_before_any_stage_with_the_cause_first(prefect_harness, tmp_path):
     from flows.common import MachineUnfit
 
     state, by_stage = run(micro_config(tmp_path, train={"rlhf": {"device": "cuda"}}))
@@ -325,7 +324,7 @@ def task_runs_of(flow_run_id, names: set[str], settle_s: float = 30.0) -> dict[s
             time.sleep(0.5)
 
 
-def test_a_slow_warc_file_does_not_hold_the_others(harness, tmp_path, monkeypatch):
+def test_a_slow_warc_file_does_not_hold_the_others(prefect_harness, tmp_path, monkeypatch):
     """Futures flow from stage to stage per file: with the URL filter of the last WARC file slowed
     down, extraction of the first file starts before that filter finishes; and each mapped run is
     named after its file in the UI."""

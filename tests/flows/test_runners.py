@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.data import data_flow
 from tests.support.pipeline import micro_config
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def output_digests(result) -> list[str]:
@@ -25,7 +18,7 @@ def threads_work(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def threads_run(harness, threads_work):
+def threads_run(prefect_harness, threads_work):
     return data_flow(micro_config(threads_work))
 
 

@@ -3,7 +3,7 @@ import torch
 
 from models.calculator import CalculatorError, calculate
 from models.chat import ChatTokens, render_conversation, render_prompt
-from models.engine import generate, generate_naive
+from models.engine import generate, generate_many, generate_naive
 from models.gpt import GPT, GPTConfig
 from models.reward import RewardModel, bradley_terry_loss
 from tasks.tokenizer.tokenize import load_tokenizer
@@ -53,6 +53,19 @@ def test_sampling_is_seeded_and_batched_rows_differ():
     b = generate(model, [1, 2, 3], num_samples=4, max_tokens=10, temperature=1.0, seed=3)
     assert [s.tokens for s in a] == [s.tokens for s in b]
     assert len({tuple(s.tokens) for s in a}) > 1
+
+
+def test_many_prompts_decoded_together_reply_as_one_at_a_time():
+    """Prompts of one length share a batch; greedy replies are those of each prompt on its own."""
+    model = tiny_gpt()
+    prompts = [[1, 2, 3], [4, 5, 6], [7, 8], [9, 10, 11], [12, 13]]
+    together = generate_many(model, prompts, max_tokens=8, temperature=0.0, max_rows=2)
+    assert [s[0].tokens for s in together] == [generate(model, p, max_tokens=8, temperature=0.0)[0].tokens
+                                                for p in prompts]
+    drawn = generate_many(model, prompts, num_samples=3, max_tokens=6, temperature=1.0, seed=5)
+    assert [len(s) for s in drawn] == [3] * 5 and all(len(x.tokens) == 6 for s in drawn for x in s)
+    again = generate_many(model, prompts, num_samples=3, max_tokens=6, temperature=1.0, seed=5)
+    assert [[x.tokens for x in s] for s in drawn] == [[x.tokens for x in s] for s in again]
 
 
 def test_calculator_evaluates_arithmetic_only():

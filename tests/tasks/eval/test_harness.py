@@ -63,7 +63,8 @@ def memorise(model: GPT, enc, rows: list[dict], steps: int = 150) -> GPT:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.1, f"the model did not memorise the questions (loss {float(loss):.3f})"
+    final = float(loss.detach())
+    assert final < 0.1, f"the model did not memorise the questions (loss {final:.3f})"
     return model.eval()
 
 
