@@ -97,12 +97,14 @@ def evaluate_model(name: str, kind: Literal["base", "chat"], checkpoint: Path, t
             scores["benchmarks"][task["name"]] = per_task
     if kind == "base":
         scores["samples"] = base_samples(model, enc, BASE_PROMPTS, config.base_sample_tokens)
-    scores["seconds"] = round(time.perf_counter() - started, 1)
+    # How long it took is a measurement of this run, not a result: in the manifest's info, never in
+    # the file (a rerun writes the same bytes).
+    seconds = round(time.perf_counter() - started, 1)
     files = [write_json(out_dir / "scores.json", scores)]
     if replies:
         files.append(write_text(out_dir / "replies.jsonl", "".join(json.dumps(r) + "\n" for r in replies)))
     return Manifest(stage=STAGE, files=[file_entry(f) for f in files], stats=headline(scores),
-                    info={"seconds": scores["seconds"]})
+                    info={"seconds": seconds})
 
 
 def headline(scores: dict) -> dict:
