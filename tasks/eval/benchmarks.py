@@ -83,7 +83,7 @@ def _datasets():
 
 
 def _format_of(path: str) -> str:
-    suffix = Path(path.split("*")[0] if "*" in path else path).suffix.lstrip(".")
+    suffix = Path(path).suffix.lstrip(".")  # "data/*.csv" too
     return {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(suffix) or "json"
 
 

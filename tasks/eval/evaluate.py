@@ -121,14 +121,6 @@ def headline(scores: dict) -> dict:
     return out
 
 
-def read_scores(evaluation: Manifest) -> dict:
-    return json.loads(Path(evaluation.files[0].path).read_text())
-
-
-def read_replies(evaluation: Manifest) -> list[dict]:
-    return [json.loads(line) for entry in evaluation.files[1:] for line in Path(entry.path).read_text().splitlines()]
-
-
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
