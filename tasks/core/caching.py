@@ -32,6 +32,7 @@ import os
 import platform
 import socket
 import subprocess
+import threading
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -88,9 +89,17 @@ def module_path(name: str) -> Path | None:
     return None
 
 
+# CPython 3.11's parser is not safe to enter from two threads at once (seen here: "SystemError: AST
+# constructor recursion depth mismatch" while two stages computed their keys side by side), so every
+# parse and dump of a tree in this module holds this lock.
+_AST_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=None)
 def _tree(name: str) -> ast.Module:
-    return ast.parse(module_path(name).read_text(encoding="utf-8"), filename=str(module_path(name)))
+    source = module_path(name).read_text(encoding="utf-8")
+    with _AST_LOCK:
+        return ast.parse(source, filename=str(module_path(name)))
 
 
 @lru_cache(maxsize=None)
@@ -143,7 +152,9 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
 
 def source_digest(source: str) -> str:
     """Digest of what code does: its AST without docstrings (comments and layout are not in it)."""
-    return hashlib.sha256(ast.dump(_without_docstrings(ast.parse(source))).encode()).hexdigest()
+    with _AST_LOCK:
+        dumped = ast.dump(_without_docstrings(ast.parse(source)))
+    return hashlib.sha256(dumped.encode()).hexdigest()
 
 
 @lru_cache(maxsize=None)
