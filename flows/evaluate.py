@@ -83,5 +83,5 @@ def publish(card: Manifest, work: str, tokens: TokenizerResult, models: TrainRes
     plots = [Path(e.path) for e in card.files if e.path.endswith(".png")]
     # The UI shows markdown, not files: the plots go in as data URIs.
     create_markdown_artifact("\n\n".join(f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
-                                         for p in plots), key="report-plots", description="Training curves")
+                                         for p in plots), key="report-plots", description="Training curves and scores")
     return str(report)

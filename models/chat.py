@@ -74,6 +74,14 @@ def render_prompt(tokens: ChatTokens, messages: list[dict]) -> list[int]:
     return ids + [tokens.assistant_start]
 
 
+def render_preference_pair(tokens: ChatTokens, pair: dict, max_tokens: int) -> tuple[list[int], list[int]]:
+    """A preference pair ({"prompt": messages, "chosen": reply, "rejected": reply}) as the two whole
+    conversations a reward model scores, each cut to `max_tokens`."""
+    prompt = render_prompt(tokens, pair["prompt"])
+    return ((prompt + render_assistant(tokens, pair["chosen"])[0])[:max_tokens],
+            (prompt + render_assistant(tokens, pair["rejected"])[0])[:max_tokens])
+
+
 def visible_text(tokens: ChatTokens, reply_ids: list[int]) -> str:
     """A reply as a person would read it: tool calls and outputs shown inline, end token dropped."""
     specials = {tokens.python_start: "[calc ", tokens.python_end: "]", tokens.output_start: "[= ",

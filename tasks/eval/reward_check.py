@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from models import checkpoint as ckpt
-from models.chat import ChatTokens, render_assistant, render_prompt
+from models.chat import ChatTokens, render_preference_pair, render_prompt
 from models.reward import load_reward_model, score
 from tasks.chat.world import chat_file, read_jsonl
 from tasks.core.caching import output_dir
@@ -41,11 +41,9 @@ def margins(reward_model, chat: ChatTokens, rows: list[dict], device, max_tokens
     out: list[float] = []
     for i in range(0, len(rows), batch_size):
         chunk = rows[i:i + batch_size]
-        prompts = [render_prompt(chat, r["prompt"]) for r in chunk]
-        chosen = [(p + render_assistant(chat, r["chosen"])[0])[:max_tokens] for p, r in zip(prompts, chunk)]
-        rejected = [(p + render_assistant(chat, r["rejected"])[0])[:max_tokens] for p, r in zip(prompts, chunk)]
-        diff = score(reward_model, chosen, chat.assistant_end, device) - \
-            score(reward_model, rejected, chat.assistant_end, device)
+        pairs = [render_preference_pair(chat, r, max_tokens) for r in chunk]
+        diff = score(reward_model, [c for c, _ in pairs], chat.assistant_end, device) - \
+            score(reward_model, [r for _, r in pairs], chat.assistant_end, device)
         out += diff.tolist()
     return out
 

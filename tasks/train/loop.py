@@ -12,36 +12,33 @@ seeded by (seed, step) alone, never from state that earlier steps advanced.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
+from pydantic import Field
 
 from models import checkpoint as ckpt
 from models.optim import lr_multiplier, make_adamw, set_lr
+from tasks.core.store import StageConfig
 
 
-@dataclass(frozen=True)
-class LoopKnobs:
-    """What the loop needs to know; a stage's config carries these under the same names."""
+class LoopConfig(StageConfig):
+    """The loop's config. Each post-training stage's config extends this one, adding its own fields
+    and setting its own defaults, so every stage names a knob the same way in a preset."""
 
-    steps: int
-    lr: float
-    warmup_steps: int = 0
-    warmdown_frac: float = 0.0  # the last fraction of steps, over which the LR falls linearly to zero
-    grad_clip: float | None = 1.0  # max global gradient norm; None or 0: no clipping
-    checkpoint_every: int | None = None  # None: only after the last step
-    keep_checkpoints: int = 2
+    steps: int = Field(100, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    warmdown_frac: float = Field(0.0, ge=0, le=1,
+                                 description="The last fraction of steps, over which the LR falls linearly to zero")
+    grad_clip: float | None = Field(1.0, ge=0, description="Max gradient norm; None or 0: no clipping")
+    checkpoint_every: int = Field(100, ge=1, description="Steps between checkpoints; one is always written last")
+    keep_checkpoints: int = Field(2, ge=1, description="Older checkpoints than the newest this many are deleted")
     seed: int = 0
-
-    @classmethod
-    def from_config(cls, config: Any) -> "LoopKnobs":
-        """The knobs a stage config sets; those it lacks keep the defaults above."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        return cls(**{name: getattr(config, name) for name in names if hasattr(config, name)})
+    device: str = "auto"
 
 
 class StepOutput(NamedTuple):
@@ -82,9 +79,9 @@ def apply_gradients(model: torch.nn.Module, optimizer, loss: torch.Tensor, grad_
     optimizer.zero_grad(set_to_none=True)
 
 
-def checkpoint_due(done: int, knobs: LoopKnobs) -> bool:
+def checkpoint_due(done: int, config: LoopConfig) -> bool:
     """After every `checkpoint_every` steps, and always after the last one (the stage's output)."""
-    return done == knobs.steps or bool(knobs.checkpoint_every and done % knobs.checkpoint_every == 0)
+    return done == config.steps or done % config.checkpoint_every == 0
 
 
 def resume(out_dir: Path, model: torch.nn.Module, optimizer) -> tuple[int, list[list[float]]]:
@@ -96,26 +93,26 @@ def resume(out_dir: Path, model: torch.nn.Module, optimizer) -> tuple[int, list[
     return saved["step"], saved["curve"]
 
 
-def run_loop(model: torch.nn.Module, step_fn: StepFn, out_dir: str | Path, knobs: LoopKnobs, meta: dict,
+def run_loop(model: torch.nn.Module, step_fn: StepFn, out_dir: str | Path, config: LoopConfig, meta: dict,
              progress: Callable[[dict], None] | None = None) -> LoopResult:
-    """Train `model` for `knobs.steps` steps of `step_fn`, going on from a checkpoint in `out_dir`
+    """Train `model` for `config.steps` steps of `step_fn`, going on from a checkpoint in `out_dir`
     when a run was interrupted. `meta` is stored with every checkpoint (with the curve)."""
     out_dir = Path(out_dir)
-    optimizer = make_adamw(model, knobs.lr)
+    optimizer = make_adamw(model, config.lr)
     start, curve = resume(out_dir, model, optimizer)
     model.train()
-    for step in range(start, knobs.steps):
-        multiplier = lr_multiplier(step, knobs.steps, knobs.warmup_steps, knobs.warmdown_frac)
-        set_lr(optimizer, knobs.lr, multiplier)
-        seed_torch(knobs.seed, step)
-        out = step_fn(model, step, step_rng(knobs.seed, step))
-        apply_gradients(model, optimizer, out.loss, knobs.grad_clip)
+    for step in range(start, config.steps):
+        multiplier = lr_multiplier(step, config.steps, config.warmup_steps, config.warmdown_frac)
+        set_lr(optimizer, config.lr, multiplier)
+        seed_torch(config.seed, step)
+        out = step_fn(model, step, step_rng(config.seed, step))
+        apply_gradients(model, optimizer, out.loss, config.grad_clip)
         done = step + 1
         curve.append([done, *out.metrics.values()])
-        if checkpoint_due(done, knobs):
+        if checkpoint_due(done, config):
             ckpt.save_checkpoint(out_dir, done, model, {**meta, "curve": curve}, optimizer,
-                                 keep=knobs.keep_checkpoints)
+                                 keep=config.keep_checkpoints)
         if progress is not None:  # after the step's checkpoint, if one was due, is written
-            progress({"step": done, "steps": knobs.steps, "loss": out.loss.item(),
-                      "lr": knobs.lr * multiplier, **out.metrics})
+            progress({"step": done, "steps": config.steps, "loss": out.loss.item(),
+                      "lr": config.lr * multiplier, **out.metrics})
     return LoopResult(checkpoint=ckpt.latest_checkpoint(out_dir), curve=curve, resumed_from=start)

@@ -9,39 +9,29 @@ import torch
 from pydantic import Field
 
 from models import checkpoint as ckpt
-from models.chat import ChatTokens, render_assistant, render_prompt
+from models.chat import ChatTokens, render_preference_pair
 from models.gpt import GPTConfig
 from models.reward import RewardModel, bradley_terry_loss, score
 from tasks.chat.world import chat_file, read_jsonl
 from tasks.core.caching import output_dir
 from tasks.core.progress import progress_reporter
 from tasks.core.stage import stage_task
-from tasks.core.store import Manifest, StageConfig
+from tasks.core.store import Manifest
 from tasks.tokenizer.tokenize import load_tokenizer
 from tasks.train.checkpoints import checkpoint_dir, checkpoint_manifest
 from tasks.train.inputs import require_checkpoint, require_file, require_rows
-from tasks.train.loop import LoopKnobs, StepOutput, run_loop
+from tasks.train.loop import LoopConfig, StepOutput, run_loop
 
 STAGE = "reward"
 
 
-class RewardConfig(StageConfig):
+class RewardConfig(LoopConfig):
     steps: int = Field(200, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(5e-4, gt=0)
-    warmup_steps: int = 10
+    warmup_steps: int = Field(10, ge=0)
     warmdown_frac: float = Field(0.3, ge=0, le=1)
-    grad_clip: float | None = Field(1.0, ge=0, description="Max gradient norm; None or 0: no clipping")
-    checkpoint_every: int = Field(100, ge=1)
     max_tokens: int = Field(128, ge=8)
-    seed: int = 0
-    device: str = "auto"
-
-
-def render_pair(chat: ChatTokens, row: dict, max_tokens: int) -> tuple[list[int], list[int]]:
-    prompt = render_prompt(chat, row["prompt"])
-    return ((prompt + render_assistant(chat, row["chosen"])[0])[:max_tokens],
-            (prompt + render_assistant(chat, row["rejected"])[0])[:max_tokens])
 
 
 @torch.no_grad()
@@ -84,10 +74,10 @@ def train_reward_model(sft_dir: Path, tokenizer_path: str, train_rows: list[dict
     ckpt.load_weights(sft_dir, model.gpt)
     model.to(device)
     pad = chat.assistant_end
-    train = [render_pair(chat, r, config.max_tokens) for r in train_rows]
-    heldout = [render_pair(chat, r, config.max_tokens) for r in heldout_rows]
+    train = [render_preference_pair(chat, r, config.max_tokens) for r in train_rows]
+    heldout = [render_preference_pair(chat, r, config.max_tokens) for r in heldout_rows]
     before = pairwise_accuracy(model, heldout, pad, device, config.batch_size)
-    run = run_loop(model, reward_step(train, pad, config, device), out_dir, LoopKnobs.from_config(config), meta,
+    run = run_loop(model, reward_step(train, pad, config, device), out_dir, config, meta,
                    progress)
     after = pairwise_accuracy(model, heldout, pad, device, config.batch_size)
     return {"checkpoint": str(run.checkpoint), "heldout_accuracy_before": round(before, 4),

@@ -24,16 +24,16 @@ from tasks.chat.world import chat_file, read_jsonl
 from tasks.core.caching import output_dir
 from tasks.core.progress import progress_reporter
 from tasks.core.stage import stage_task
-from tasks.core.store import Manifest, StageConfig
+from tasks.core.store import Manifest
 from tasks.tokenizer.tokenize import load_tokenizer
 from tasks.train.checkpoints import checkpoint_dir, checkpoint_manifest
 from tasks.train.inputs import require_checkpoint, require_file, require_rows
-from tasks.train.loop import LoopKnobs, StepOutput, run_loop
+from tasks.train.loop import LoopConfig, StepOutput, run_loop
 
 STAGE = "rlhf"
 
 
-class RlhfConfig(StageConfig):
+class RlhfConfig(LoopConfig):
     steps: int = Field(30, ge=1)
     prompts_per_step: int = Field(8, ge=1)
     samples_per_prompt: int = Field(4, ge=2, description="Group size for the mean-reward baseline")
@@ -41,13 +41,8 @@ class RlhfConfig(StageConfig):
     temperature: float = Field(1.0, gt=0)
     kl_coef: float = Field(0.05, ge=0, description="β: weight of the KL penalty to the SFT model")
     lr: float = Field(2e-4, gt=0)
-    warmup_steps: int = 0
-    warmdown_frac: float = Field(0.0, ge=0, le=1)
-    grad_clip: float | None = Field(1.0, ge=0, description="Max gradient norm; None or 0: no clipping")
     eval_prompts: int = Field(40, ge=1)
     checkpoint_every: int = Field(10, ge=1)
-    seed: int = 0
-    device: str = "auto"
 
 
 def rollouts(policy, chat: ChatTokens, prompts: list[dict], samples: int, config: RlhfConfig, seed: int):
@@ -123,7 +118,7 @@ def train_rlhf(sft_dir: Path, reward_dir: Path, tokenizer_path: str, train_rows:
     before = evaluate_policy(policy, reference, reward_model, chat, eval_rows, config, device)
     meta = {"model": ckpt.read_meta(sft_dir)["model"], "stage": STAGE}
     run = run_loop(policy, rlhf_step(reference, reward_model, chat, train_rows, config, device), out_dir,
-                   LoopKnobs.from_config(config), meta, progress)
+                   config, meta, progress)
     after = evaluate_policy(policy, reference, reward_model, chat, eval_rows, config, device)
     return {"checkpoint": str(run.checkpoint), "before": before, "after": after, "curve": run.curve,
             "resumed_from": run.resumed_from}

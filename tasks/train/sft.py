@@ -20,27 +20,23 @@ from tasks.chat.world import chat_file, read_jsonl
 from tasks.core.caching import output_dir
 from tasks.core.progress import progress_reporter
 from tasks.core.stage import stage_task
-from tasks.core.store import Manifest, StageConfig
+from tasks.core.store import Manifest
 from tasks.tokenizer.tokenize import load_tokenizer
 from tasks.train.checkpoints import checkpoint_dir, checkpoint_manifest
 from tasks.train.inputs import require_checkpoint, require_file, require_rows
-from tasks.train.loop import LoopKnobs, StepOutput, run_loop
+from tasks.train.loop import LoopConfig, StepOutput, run_loop
 
 STAGE = "sft"
 
 
-class SftConfig(StageConfig):
+class SftConfig(LoopConfig):
     steps: int = Field(300, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
-    warmup_steps: int = 10
+    warmup_steps: int = Field(10, ge=0)
     warmdown_frac: float = Field(0.3, ge=0, le=1)
-    grad_clip: float | None = Field(1.0, ge=0, description="Max gradient norm; None or 0: no clipping")
-    checkpoint_every: int = Field(100, ge=1)
     max_tokens: int = Field(128, ge=8, description="Conversations are cut to this many tokens")
     samples: int = Field(5, ge=0, description="Held-out prompts answered in the report")
-    seed: int = 0
-    device: str = "auto"
 
 
 @torch.no_grad()
@@ -86,7 +82,7 @@ def finetune(base_dir: Path, tokenizer_path: str, train_rows: list[dict], heldou
                       for rows in (train_rows, heldout_rows))
     before = heldout_loss(model, heldout, chat.assistant_end, device, config.batch_size)
     meta = {"model": ckpt.read_meta(base_dir)["model"], "stage": STAGE}
-    run = run_loop(model, sft_step(chat, train, config, device), out_dir, LoopKnobs.from_config(config), meta,
+    run = run_loop(model, sft_step(chat, train, config, device), out_dir, config, meta,
                    progress)
     after = heldout_loss(model, heldout, chat.assistant_end, device, config.batch_size)
     samples = [answer(model, chat, r["messages"][0]["content"]) for r in heldout_rows[:config.samples]]

@@ -7,9 +7,9 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from models import checkpoint as ckpt
-from tasks.train.loop import LoopKnobs, StepOutput, run_loop
+from tasks.train.loop import LoopConfig, StepOutput, run_loop
 
-KNOBS = LoopKnobs(steps=10, lr=0.01, warmup_steps=2, warmdown_frac=0.3, checkpoint_every=3, seed=5)
+KNOBS = LoopConfig(steps=10, lr=0.01, warmup_steps=2, warmdown_frac=0.3, checkpoint_every=3, seed=5)
 
 
 class Crash(RuntimeError):
@@ -76,7 +76,7 @@ def test_gradients_are_clipped_to_the_limit(tmp_path, grad_clip):
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
 
-    knobs = LoopKnobs(steps=3, lr=0.01, grad_clip=grad_clip)
+    knobs = LoopConfig(steps=3, lr=0.01, grad_clip=grad_clip)
     handle = register_optimizer_step_pre_hook(before_step)
     try:
         run_loop(toy_model(), toy_step(scale=1000.0), tmp_path, knobs, {})
@@ -121,12 +121,16 @@ def test_a_finished_run_is_not_trained_again(uninterrupted, tmp_path):
     assert again.resumed_from == 10 and again.curve == first.curve and again.checkpoint == first.checkpoint
 
 
-def test_knobs_come_from_a_stage_config_by_name():
+def test_every_post_training_stage_is_configured_as_the_loop_with_its_own_defaults():
+    from pydantic import ValidationError
+
+    from tasks.train.reward import RewardConfig
     from tasks.train.rlhf import RlhfConfig
     from tasks.train.sft import SftConfig
 
-    sft = LoopKnobs.from_config(SftConfig(steps=7, lr=0.5, checkpoint_every=2, seed=3))
-    assert sft == LoopKnobs(steps=7, lr=0.5, warmup_steps=10, warmdown_frac=0.3, grad_clip=1.0,
-                            checkpoint_every=2, seed=3)
-    rlhf = LoopKnobs.from_config(RlhfConfig())
-    assert (rlhf.warmup_steps, rlhf.warmdown_frac) == (0, 0.0)  # RLHF keeps its constant learning rate
+    sft, reward, rlhf = SftConfig(), RewardConfig(), RlhfConfig(keep_checkpoints=1)
+    assert all(isinstance(c, LoopConfig) for c in (sft, reward, rlhf))
+    assert (sft.warmup_steps, sft.warmdown_frac) == (10, 0.3)
+    assert (rlhf.warmup_steps, rlhf.warmdown_frac, rlhf.keep_checkpoints) == (0, 0.0, 1)  # a constant LR
+    with pytest.raises(ValidationError, match="warmdown_frac"):
+        SftConfig(warmdown_frac=1.5)  # the loop's bounds hold in every stage
