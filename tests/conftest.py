@@ -82,3 +82,12 @@ def prefect_harness():
     with prefect_test_harness(server_startup_timeout=120), \
             temporary_settings({PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
         yield
+
+
+@pytest.fixture(scope="session")
+def cli_env(prefect_harness) -> dict[str, str]:
+    """The environment for `crawl2chat` processes a test starts: pointed at the harness's server.
+    On its own each process starts and stops a temporary server, some 7 s of every run."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}

@@ -4,7 +4,6 @@ inside it, and nothing reads the checkout."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -56,8 +55,8 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
-def test_the_installed_wheel_runs_the_tiny_preset_outside_the_checkout(installed, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(installed), "PREFECT_HOME": str(tmp_path / "prefect")}
+def test_the_installed_wheel_runs_the_tiny_preset_outside_the_checkout(installed, cli_env, tmp_path):
+    env = {**cli_env, "PYTHONPATH": str(installed), "PREFECT_HOME": str(tmp_path / "prefect")}
     where = subprocess.run([sys.executable, "-c", "import cli.main, flows.config, tasks.core.store as s; "
                             "print(cli.main.__file__); print(s.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
