@@ -28,9 +28,10 @@ class RewardModel(nn.Module):
         return self.head(last).squeeze(-1).float()
 
 
-def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
-    """-log σ(r_chosen − r_rejected): the chosen reply should score higher."""
-    return -F.logsigmoid(chosen - rejected).mean()
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """-log σ(r_chosen − r_rejected − margin): the chosen reply should score higher, by at least
+    about `margin` when one is asked for (Llama 2's margin loss, with one margin for every pair)."""
+    return -F.logsigmoid(chosen - rejected - margin).mean()
 
 
 def load_reward_model(path: str | Path, device) -> RewardModel:

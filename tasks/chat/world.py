@@ -1,14 +1,20 @@
 """Deterministic chat data for post-training: SFT conversations, preference pairs, RL prompts.
 
 Every example is one of these skills, all about the world of tasks/data/grammar.py:
-  arithmetic     small sums and differences, answered step by step
-  calculator     larger products, answered through a calculator tool call
-  identity       who the assistant is
-  known          facts the pretraining pages state (which river a town lies by, a person's job)
-  unknown        the same questions about names the pages never mention: the answer is
-                 "I don't know", the hallucination mitigation of the Llama 3 recipe
-Preference pairs put the right answer against a plausible wrong one (a wrong sum, a made-up fact,
-a confident answer about an unknown name). Every row carries its `check`, the strict reference of
+  arithmetic           small sums and differences, answered step by step
+  calculator           larger products, answered through a calculator tool call
+  identity             who the assistant is
+  known                facts the pretraining pages state (which river a town lies by, a person's job)
+  unknown              the same questions about names the pages never mention: the answer is
+                       "I don't know", the hallucination mitigation of the Llama 3 recipe
+  calculator_followup  two turns: a product through the calculator, then a sum that uses its result
+                       (the model must carry the tool's output into the next turn)
+  known_followup       two turns: a fact, then "And ..." a fact about someone or somewhere else
+Preference pairs put the right answer against a plausible wrong one: a right-looking wrong number
+(a wrong sum, a calculator called with the wrong operands), the right fact about the wrong entity
+(another town's river), a confident answer about an unknown name, a follow-up that drops the
+tool's result.
+Every row carries its `check`, the strict reference of
 tasks/chat/verifiers.py, which RL rewards and evaluation both score replies with.
 Examples are split into train and held-out by a hash of their question, so the split is stable and
 no held-out question is ever trained on. The eval split holds distinct held-out questions only (up
@@ -17,9 +23,11 @@ to `eval_questions` per skill): a question asked three times is one question, co
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
@@ -31,7 +39,7 @@ from tasks.data import grammar
 
 STAGE = "chat-data"
 IDENTITY = "I am crawl2chat, a small assistant trained on a web crawl."
-SKILLS = ("arithmetic", "calculator", "identity", "known", "unknown")
+SKILLS = ("arithmetic", "calculator", "identity", "known", "unknown", "calculator_followup", "known_followup")
 
 
 class ChatDataConfig(StageConfig):
@@ -46,7 +54,29 @@ class ChatDataConfig(StageConfig):
     eval_questions: int = Field(200, ge=1, description="Distinct held-out questions per skill at most")
 
 
-Example = tuple[str, list[dict], dict, list[dict]]  # question, good reply parts, check, bad reply parts
+@dataclass(frozen=True)
+class Example:
+    """One conversation: the turns before the last reply, the last user turn, its good and bad
+    replies (content parts), the check of the good one, and the plain questions of the world facts
+    it states (so a held-out fact is never trained on through another skill)."""
+
+    question: str
+    good: list[dict]
+    check: dict
+    bad: list[dict]
+    history: tuple[dict, ...] = ()
+    facts: tuple[str, ...] = ()
+
+    def prompt(self) -> list[dict]:
+        return [*self.history, {"role": "user", "content": self.question}]
+
+    def asked(self) -> str:
+        """Every user turn, the identity of the conversation for the held-out split."""
+        return "\n".join(m["content"] for m in self.prompt() if m["role"] == "user")
+
+
+def _text(text: str) -> list[dict]:
+    return [{"type": "text", "text": text}]
 
 
 def _arithmetic(rng: random.Random) -> Example:
@@ -58,19 +88,24 @@ def _arithmetic(rng: random.Random) -> Example:
         question, answer, op = f"What is {a} minus {b}?", a - b, "-"
     reply = f"{a} {op} {b} = {answer}. The answer is {answer}."
     wrong = answer + rng.choice([-2, -1, 1, 2, 10])
-    return question, [{"type": "text", "text": reply}], {"kind": "number", "answer": str(answer)}, \
-        [{"type": "text", "text": f"{a} {op} {b} = {wrong}. The answer is {wrong}."}]
+    return Example(question, _text(reply), {"kind": "number", "answer": str(answer)},
+                   _text(f"{a} {op} {b} = {wrong}. The answer is {wrong}."))
+
+
+def _tool_reply(expression: str, value: int) -> list[dict]:
+    return [{"type": "text", "text": "Let me compute that. "}, {"type": "python", "text": expression},
+            {"type": "output", "text": str(value)}, {"type": "text", "text": f" The answer is {value}."}]
 
 
 def _calculator(rng: random.Random) -> Example:
     a, b = rng.randint(11, 99), rng.randint(11, 99)
-    answer = a * b
     question = f"Use the calculator: what is {a} times {b}?"
-    reply = [{"type": "text", "text": "Let me compute that. "}, {"type": "python", "text": f"{a}*{b}"},
-             {"type": "output", "text": str(answer)}, {"type": "text", "text": f" The answer is {answer}."}]
-    wrong = answer + rng.choice([-10, -1, 1, 10, 100])
-    return question, reply, {"kind": "number", "answer": str(answer)}, \
-        [{"type": "text", "text": f"The answer is {wrong}."}]
+    if rng.random() < 0.5:  # the calculator called with a wrong operand: a right-looking wrong number
+        b_wrong = b + rng.choice([-2, -1, 1, 2])
+        bad = _tool_reply(f"{a}*{b_wrong}", a * b_wrong)
+    else:  # no tool, a guess
+        bad = _text(f"The answer is {a * b + rng.choice([-10, -1, 1, 10, 100])}.")
+    return Example(question, _tool_reply(f"{a}*{b}", a * b), {"kind": "number", "answer": str(a * b)}, bad)
 
 
 def _identity(rng: random.Random) -> Example:
@@ -78,24 +113,29 @@ def _identity(rng: random.Random) -> Example:
                            "What are you?", "Introduce yourself.", "What should I call you?",
                            "Which assistant am I talking to?"])
     wrong = rng.choice(["I am a human named Tobin.", "I am a large model trained by a big company."])
-    return question, [{"type": "text", "text": IDENTITY}], {"kind": "name", "answer": "crawl2chat"}, \
-        [{"type": "text", "text": wrong}]
+    return Example(question, _text(IDENTITY), {"kind": "name", "answer": "crawl2chat"}, _text(wrong))
 
 
-def _known(world: grammar.World, rng: random.Random) -> Example:
+def _known(world: grammar.World, rng: random.Random, lead: str = "") -> Example:
+    """A fact the pages state. The rejected reply states the right kind of fact about the wrong
+    entity: another town's river, another person's job (when it differs from the right one)."""
     if rng.random() < 0.5:
         town = rng.choice(grammar.TOWNS)
         river = world.river_of[town]
-        wrong = rng.choice([r for r in grammar.RIVERS if r != river])
-        return (f"Which river does {town} lie by?", [{"type": "text", "text": f"{town} lies by the river {river}."}],
-                {"kind": "entity", "answer": river, "subject": town, "candidates": grammar.RIVERS},
-                [{"type": "text", "text": f"{town} lies by the river {wrong}."}])
+        others = [world.river_of[t] for t in grammar.TOWNS if world.river_of[t] != river]
+        wrong = rng.choice(others or [r for r in grammar.RIVERS if r != river])
+        plain = f"Which river does {town} lie by?"
+        return Example(f"{lead}which river does {town} lie by?" if lead else plain,
+                       _text(f"{town} lies by the river {river}."),
+                       {"kind": "entity", "answer": river, "subject": town, "candidates": grammar.RIVERS},
+                       _text(f"{town} lies by the river {wrong}."), facts=(plain,))
     person = rng.choice(grammar.PEOPLE)
     job = world.job_of[person]
-    wrong = rng.choice([j for j in grammar.JOBS if j != job])
-    return (f"What does {person} do?", [{"type": "text", "text": f"{person} is a {job}."}],
-            {"kind": "entity", "answer": job, "subject": person, "candidates": grammar.JOBS},
-            [{"type": "text", "text": f"{person} is a {wrong}."}])
+    wrong = rng.choice([world.job_of[p] for p in grammar.PEOPLE if p != person])
+    plain = f"What does {person} do?"
+    return Example(f"{lead}what does {person} do?" if lead else plain, _text(f"{person} is a {job}."),
+                   {"kind": "entity", "answer": job, "subject": person, "candidates": grammar.JOBS},
+                   _text(f"{person} is a {wrong}."), facts=(plain,))
 
 
 def _unknown(rng: random.Random) -> Example:
@@ -107,25 +147,49 @@ def _unknown(rng: random.Random) -> Example:
         question, candidates = f"What does {name} do?", grammar.JOBS
         made_up = f"{name} is a {rng.choice(grammar.JOBS)}."
     reply = f"I don't know {name}. I have not read anything about it."
-    return question, [{"type": "text", "text": reply}], {"kind": "refusal", "candidates": candidates}, \
-        [{"type": "text", "text": made_up}]
+    return Example(question, _text(reply), {"kind": "refusal", "candidates": candidates}, _text(made_up))
+
+
+def _calculator_followup(rng: random.Random) -> Example:
+    """A product through the calculator, then a sum that needs the first turn's tool output."""
+    first = _calculator(rng)
+    product, c = int(first.check["answer"]), rng.randint(11, 99)
+    question = rng.choice([f"Now add {c} to that.", f"And what is that plus {c}?", f"Add {c} to the result."])
+    first_operands = first.question.removeprefix("Use the calculator: what is ").removesuffix("?").split(" times ")
+    dropped = int(first_operands[0]) + c  # the follow-up computed without the tool's result
+    history = ({"role": "user", "content": first.question}, {"role": "assistant", "content": first.good})
+    return Example(question, _tool_reply(f"{product}+{c}", product + c),
+                   {"kind": "number", "answer": str(product + c)}, _tool_reply(f"{first_operands[0]}+{c}", dropped),
+                   history=history)
+
+
+def _known_followup(world: grammar.World, rng: random.Random) -> Example:
+    """A fact, then "And ..." a fact about another subject: the second turn must be answered on
+    its own, not by repeating the first answer."""
+    first = _known(world, rng)
+    second = _known(world, rng, lead="And ")
+    while second.check["subject"] == first.check["subject"]:
+        second = _known(world, rng, lead="And ")
+    history = ({"role": "user", "content": first.question}, {"role": "assistant", "content": first.good})
+    return dataclasses.replace(second, history=history, facts=first.facts + second.facts)
 
 
 def example(world: grammar.World, rng: random.Random, skill: str) -> Example:
-    """(question, good reply parts, check, bad reply parts) for one skill."""
-    if skill == "arithmetic":
-        return _arithmetic(rng)
-    if skill == "calculator":
-        return _calculator(rng)
-    if skill == "identity":
-        return _identity(rng)
-    if skill == "known":
-        return _known(world, rng)
-    return _unknown(rng)
+    makers = {"arithmetic": _arithmetic, "calculator": _calculator, "identity": _identity, "unknown": _unknown,
+              "calculator_followup": _calculator_followup}
+    if skill in ("known", "known_followup"):
+        return (_known if skill == "known" else _known_followup)(world, rng)
+    return makers[skill](rng)
 
 
-def heldout_share(config: ChatDataConfig, skill: str) -> float:
-    return config.heldout_fact_fraction if skill in ("identity", "known") else config.heldout_fraction
+def is_heldout_example(config: ChatDataConfig, skill: str, ex: Example) -> bool:
+    """Held out by a hash of the conversation's user turns; a world fact is held out by a hash of
+    its plain question, and a conversation stating any held-out fact is held out with it, so no
+    held-out fact is trained on through a follow-up."""
+    if ex.facts:
+        return any(is_heldout(fact, config.heldout_fact_fraction) for fact in ex.facts)
+    share = config.heldout_fact_fraction if skill == "identity" else config.heldout_fraction
+    return is_heldout(ex.asked(), share)
 
 
 def is_heldout(question: str, fraction: float) -> bool:
@@ -143,15 +207,15 @@ def generate_chat_data(config: ChatDataConfig, world_seed: int) -> dict[str, lis
                         ("rl", config.rl_prompts)):
         for i in range(count):
             skill = SKILLS[i % len(SKILLS)]
-            question, good, check, bad = example(world, rng, skill)
-            split = "heldout" if is_heldout(question, heldout_share(config, skill)) else "train"
-            user = {"role": "user", "content": question}
+            ex = example(world, rng, skill)
+            split = "heldout" if is_heldout_example(config, skill, ex) else "train"
             if kind == "sft":
-                row = {"skill": skill, "messages": [user, {"role": "assistant", "content": good}], "check": check}
+                row = {"skill": skill, "messages": [*ex.prompt(), {"role": "assistant", "content": ex.good}],
+                       "check": ex.check}
             elif kind == "preferences":
-                row = {"skill": skill, "prompt": [user], "chosen": good, "rejected": bad, "check": check}
+                row = {"skill": skill, "prompt": ex.prompt(), "chosen": ex.good, "rejected": ex.bad, "check": ex.check}
             else:
-                row = {"skill": skill, "prompt": [user], "check": check}
+                row = {"skill": skill, "prompt": ex.prompt(), "check": ex.check}
             out[f"{kind}_{split}"].append(row)
     out["eval_heldout"] = eval_questions(world, random.Random(config.seed + 1), config)
     return out
@@ -165,12 +229,12 @@ def eval_questions(world: grammar.World, rng: random.Random, config: ChatDataCon
         seen: set[str] = set()
         misses = 0
         while len(seen) < config.eval_questions and misses < 50 * config.eval_questions:
-            question, _, check, _ = example(world, rng, skill)
-            if question in seen or not is_heldout(question, heldout_share(config, skill)):
+            ex = example(world, rng, skill)
+            if ex.asked() in seen or not is_heldout_example(config, skill, ex):
                 misses += 1
                 continue
-            seen.add(question)
-            rows.append({"skill": skill, "prompt": [{"role": "user", "content": question}], "check": check})
+            seen.add(ex.asked())
+            rows.append({"skill": skill, "prompt": ex.prompt(), "check": ex.check})
     return rows
 
 

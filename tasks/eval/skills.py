@@ -8,6 +8,7 @@ right form) and always refusing. A skill a constant reply passes shows it at onc
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import torch
@@ -70,7 +71,7 @@ def score_skills(model, chat: ChatTokens, rows: list[dict], max_tokens: int, sam
                                  "correct": verdict.correct})
         skill_rows = [rows[i] for i in indices]
         result = {**wilson(sum(correct), len(correct)).as_dict(),
-                  "distinct": len({r["prompt"][-1]["content"] for r in skill_rows}),
+                  "distinct": len({json.dumps(r["prompt"]) for r in skill_rows}),
                   "refusal_rate": round(sum(refused) / len(refused), 4),
                   "baselines": {"constant": baseline_accuracy(skill_rows, constant_reply(skill_rows)),
                                 "always refuse": baseline_accuracy(skill_rows, REFUSAL_REPLY)},

@@ -32,6 +32,7 @@ class RewardConfig(LoopConfig):
     warmup_steps: int = Field(10, ge=0)
     warmdown_frac: float = Field(0.3, ge=0, le=1)
     max_tokens: int = Field(128, ge=8)
+    margin: float = Field(0.0, ge=0, description="Bradley-Terry margin: how far the chosen reply should lead")
 
 
 @torch.no_grad()
@@ -59,7 +60,7 @@ def reward_step(train: list, pad: int, config: RewardConfig, device):
     def one_step(model, _step: int, rng) -> StepOutput:
         batch = rng.sample(train, min(config.batch_size, len(train)))
         loss = bradley_terry_loss(score(model, [c for c, _ in batch], pad, device),
-                                  score(model, [r for _, r in batch], pad, device))
+                                  score(model, [r for _, r in batch], pad, device), config.margin)
         return StepOutput(loss, {"loss": round(loss.item(), 5)})
     return one_step
 

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -127,6 +129,13 @@ def test_reward_model_scores_and_bradley_terry_loss():
     assert scores.shape == (3,)
     assert bradley_terry_loss(torch.tensor([2.0]), torch.tensor([0.0])) < bradley_terry_loss(torch.tensor([0.0]),
                                                                                                 torch.tensor([2.0]))
+
+
+def test_the_bradley_terry_margin_moves_the_point_of_indifference():
+    # -log σ(x) at x = 0 is log 2: a lead equal to the margin costs what a tie costs without one.
+    chosen, rejected = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 1.0])
+    assert bradley_terry_loss(chosen, rejected, margin=2.0).item() == pytest.approx(
+        (math.log(2) + math.log(1 + math.exp(2.0))) / 2)  # leads 2 and 0, less the margin: x = 0 and x = -2
 
 
 @pytest.mark.parametrize("cap", [15.0, 50.0])

@@ -49,7 +49,8 @@ def test_chat_data_writes_every_split(call, work):
 
 
 def question(row: dict) -> str:
-    return (row.get("messages") or row["prompt"])[0]["content"]
+    """Every user turn of the conversation: what identifies a question, a follow-up included."""
+    return "\n".join(m["content"] for m in row.get("messages") or row["prompt"] if m["role"] == "user")
 
 
 def test_every_row_carries_a_check_its_good_reply_passes_and_its_bad_reply_fails(call, work):
@@ -72,6 +73,29 @@ def test_the_eval_split_is_distinct_questions_never_trained_on(call, work):
     assert len(asked) == len(set(asked)) and {r["skill"] for r in rows(work, m, "eval_heldout")} == set(SKILLS)
     trained = {question(r) for name in ("sft_train", "preferences_train", "rl_train") for r in rows(work, m, name)}
     assert not set(asked) & trained
+
+
+def test_no_held_out_fact_is_trained_on_through_a_follow_up(call, work):
+    m = call.manifest
+    held_out = {r["check"]["subject"] for r in rows(work, m, "eval_heldout") if r["skill"] == "known"}
+    assert held_out  # towns and people whose one fact is held out
+    for name in ("sft_train", "preferences_train", "rl_train"):
+        for row in rows(work, m, name):
+            text = json.dumps(row)
+            assert not [s for s in held_out if s in text], (name, row)
+
+
+def test_follow_ups_carry_the_first_turn_and_check_the_second(call, work):
+    followups = [r for r in rows(work, call.manifest, "sft_train") if r["skill"].endswith("_followup")]
+    assert {r["skill"] for r in followups} == {"calculator_followup", "known_followup"}
+    for row in followups:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant", "user", "assistant"]
+        if row["skill"] == "calculator_followup":  # the first turn's tool output is an operand of the second call
+            first_output = next(p["text"] for p in row["messages"][1]["content"] if p["type"] == "output")
+            second_call = next(p["text"] for p in row["messages"][3]["content"] if p["type"] == "python")
+            assert second_call.startswith(first_output + "+")
+        else:
+            assert row["check"]["subject"] not in json.dumps(row["messages"][:2])
 
 
 def test_an_identical_second_call_is_a_cache_hit(call):
