@@ -85,7 +85,7 @@ def prefect_harness():
 
 
 @pytest.fixture(scope="session")
-def cli_env(prefect_harness) -> dict[str, str]:
+def harness_env(prefect_harness) -> dict[str, str]:
     """The environment for `crawl2chat` processes a test starts: pointed at the harness's server.
     On its own each process starts and stops a temporary server, some 7 s of every run."""
     from prefect.settings import PREFECT_API_URL

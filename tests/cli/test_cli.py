@@ -50,7 +50,7 @@ def test_deployments_cover_pipeline_refresh_and_each_stage_group():
     assert deps["full-pipeline"].parameters["config"]["data"]["crawl"]["num_files"] == 8
 
 
-def test_run_where_nothing_survives_ends_with_one_line_naming_the_stage(cli_env, tmp_path):
+def test_run_where_nothing_survives_ends_with_one_line_naming_the_stage(harness_env, tmp_path):
     import yaml
 
     from tests.support.pipeline import MICRO
@@ -59,7 +59,7 @@ def test_run_where_nothing_survives_ends_with_one_line_naming_the_stage(cli_env,
     preset.write_text(yaml.safe_dump({**MICRO, "work_dir": str(tmp_path / "work"),
                                       "data": {**MICRO["data"], "langid": {"languages": ["xx"]}}}))
     proc = subprocess.run([sys.executable, "-m", "cli.main", "run", "--preset", str(preset)],
-                          env=cli_env, capture_output=True, text=True, timeout=300)
+                          env=harness_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
     ours = [line for line in proc.stderr.splitlines() if line.startswith("crawl2chat:")]

@@ -55,8 +55,8 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
-def test_the_installed_wheel_runs_the_tiny_preset_outside_the_checkout(installed, cli_env, tmp_path):
-    env = {**cli_env, "PYTHONPATH": str(installed), "PREFECT_HOME": str(tmp_path / "prefect")}
+def test_the_installed_wheel_runs_the_tiny_preset_outside_the_checkout(installed, harness_env, tmp_path):
+    env = {**harness_env, "PYTHONPATH": str(installed), "PREFECT_HOME": str(tmp_path / "prefect")}
     where = subprocess.run([sys.executable, "-c", "import cli.main, flows.config, tasks.core.store as s; "
                             "print(cli.main.__file__); print(s.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)

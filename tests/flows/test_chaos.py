@@ -110,24 +110,24 @@ def preset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(preset, cli_env, tmp_path_factory) -> Path:
+def uninterrupted(preset, harness_env, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("uninterrupted")
-    finish(start_run(preset, work, cli_env))
+    finish(start_run(preset, work, harness_env))
     return work
 
 
-def test_runs_killed_at_six_points_resume_and_end_byte_identical(preset, uninterrupted, cli_env, tmp_path):
+def test_runs_killed_at_six_points_resume_and_end_byte_identical(preset, uninterrupted, harness_env, tmp_path):
     work = tmp_path / "work"
     for i, (point, pattern) in enumerate(KILL_POINTS):
         before = finished_stages(work) if work.exists() else {}
-        run = start_run(preset, work, cli_env)
+        run = start_run(preset, work, harness_env)
         if i == 0:  # a second run while the first holds the work dir: refused, one line, nothing written
             deadline = time.monotonic() + 60
             while not (work / ".lease.json").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
             second = subprocess.run([sys.executable, "-m", "cli.main", "run", "--preset", str(preset),
-                                     "--work-dir", str(work)], cwd=ROOT, env=cli_env, capture_output=True, text=True,
-                                    timeout=120)
+                                     "--work-dir", str(work)], cwd=ROOT, env=harness_env, capture_output=True,
+                                    text=True, timeout=120)
             assert second.returncode != 0
             assert second.stderr.strip().splitlines()[-1].startswith(
                 f"crawl2chat: work dir {work} is in use by pid {run.pid} on host ")
@@ -137,7 +137,7 @@ def test_runs_killed_at_six_points_resume_and_end_byte_identical(preset, uninter
         assert not rerun, f"run {i + 1} (killed at {point}) re-executed finished stages {sorted(rerun)}"
 
     before = finished_stages(work)
-    log = finish(start_run(preset, work, cli_env))
+    log = finish(start_run(preset, work, harness_env))
     assert "took over the stale lease" in log
     after = finished_stages(work)
     assert all(after[f] == record for f, record in before.items()), "the last run re-executed a finished stage"
