@@ -34,6 +34,15 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: flo
     return -F.logsigmoid(chosen - rejected - margin).mean()
 
 
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPO: the Bradley-Terry loss on implicit rewards β·(log π(y|x) − log π_ref(y|x)), the policy
+    itself as the reward model. Arguments are summed reply log-probs, one per pair. Also returns the
+    implicit reward margins (chosen − rejected), detached, for accuracy and logging."""
+    chosen, rejected = beta * (policy_chosen - ref_chosen), beta * (policy_rejected - ref_rejected)
+    return bradley_terry_loss(chosen, rejected), (chosen - rejected).detach()
+
+
 def load_reward_model(path: str | Path, device) -> RewardModel:
     model = RewardModel(GPTConfig(**ckpt.read_meta(path)["model"]))
     ckpt.load_weights(path, model)
