@@ -22,7 +22,7 @@ from models.gpt import GPT
 from tasks.tokenizer.tokenize import load_tokenizer
 
 # Names in models.json that are models; the index also holds the tokenizer's path.
-MODEL_NAMES = ("base", "sft", "rlhf")
+MODEL_NAMES = ("base", "sft", "rlhf", "dpo")
 
 
 class ModelNotFound(LookupError):

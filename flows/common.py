@@ -35,6 +35,7 @@ def machine_problems(config: PipelineConfig) -> list[str]:
     train = config.train
     devices = {"train.pretrain.device": train.pretrain.device, "train.sft.device": train.sft.device,
                "train.reward.device": train.reward.device, "train.rlhf.device": train.rlhf.device,
+               "train.dpo.device": train.dpo.device,
                "evaluate.models.device": config.evaluate.models.device}
     problems = [f"{field} {problem}" for field, device in devices.items() if (problem := device_problem(device))]
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -8,6 +8,7 @@ Unknown fields are refused, so a typo fails before any work instead of being sil
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -28,6 +29,7 @@ from tasks.eval.evaluate import EvalConfig
 from tasks.eval.report import ReportConfig
 from tasks.tokenizer.bpe import BpeConfig
 from tasks.tokenizer.shards import ShardConfig
+from tasks.train.dpo import DpoConfig
 from tasks.train.pretrain import PretrainConfig
 from tasks.train.reward import RewardConfig
 from tasks.train.rlhf import RlhfConfig
@@ -59,6 +61,10 @@ class TrainConfig(StageConfig):
     sft: SftConfig = Field(default_factory=SftConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     rlhf: RlhfConfig = Field(default_factory=RlhfConfig)
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+    preference_tuning: list[Literal["rlhf", "dpo"]] = Field(
+        ["rlhf"], min_length=1, description="How the SFT model learns from the preference pairs: RLHF (reward model "
+                                            "+ RL), DPO, or both, each evaluated as its own model")
 
 
 class EvaluateConfig(StageConfig):

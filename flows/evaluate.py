@@ -45,7 +45,7 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
             models = train_flow(config, tokens)
         cfg, stages = config.evaluate, StageRuns(work)
         sets = stages.submit(benchmark_sets_task, work, cfg.benchmarks, source_fingerprint(cfg.benchmarks))
-        scored = {"base": (models.base, "base"), "sft": (models.sft, "chat"), "rlhf": (models.rlhf, "chat")}
+        scored = {"base": (models.base, "base")} | {name: (m, "chat") for name, m in models.chat_models().items()}
         for name, folder in (extra_models or {}).items():
             if name in scored:
                 raise ValueError(f"extra model name {name!r} is taken by this run's own models")
@@ -57,8 +57,8 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
         check = stages.submit(reward_check_task, models.reward, tokens.tokenizer, models.chat_data, chat_models,
                               work, cfg.models.device)
         manifests = {"accounting": data.accounting, "tokenizer": tokens.tokenizer, "shards": tokens.shards,
-                     "chat_data": models.chat_data, "pretrain": models.base, "sft": models.sft,
-                     "reward": models.reward, "rlhf": models.rlhf}
+                     "chat_data": models.chat_data, "pretrain": models.base, "reward": models.reward,
+                     **models.chat_models()}
         run_config = config.model_dump(mode="json", exclude={"work_dir"})
         card = stages.submit(report_card_task, manifests, evaluations, check, sets, run_config, work, cfg.report)
         stages.wait()
@@ -73,7 +73,7 @@ def publish(card: Manifest, work: str, tokens: TokenizerResult, models: TrainRes
     report = Path(work) / "report.md"
     # Where the latest models are, for `crawl2chat chat`: relative to the work dir, like manifests.
     write_json(Path(work) / "models.json", {name: Path(m.files[0].path).parent.as_posix() for name, m in
-                                            (("base", models.base), ("sft", models.sft), ("rlhf", models.rlhf))}
+                                            {"base": models.base, **models.chat_models()}.items()}
                | {"tokenizer": tokens.tokenizer.files[0].path})
     create_markdown_artifact(Path(card.files[0].path).read_text(), key="report-card",
                              description="crawl2chat report card")

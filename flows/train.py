@@ -1,4 +1,4 @@
-"""The training flow: pretraining → SFT → reward model → RLHF.
+"""The training flow: pretraining → SFT → reward model → RLHF and/or DPO (train.preference_tuning).
 
 Training stages hold the GPU; with a Prefect global concurrency limit named "gpu" (created by
 `prefect gcl create gpu --limit 1`), two runs never share one. Without that limit the flow runs
@@ -17,6 +17,7 @@ from flows.config import PipelineConfig
 from flows.tokenizer import TokenizerResult
 from tasks.chat.world import chat_data_task
 from tasks.core.store import Manifest
+from tasks.train.dpo import dpo_task
 from tasks.train.pretrain import pretrain_task
 from tasks.train.reward import reward_task
 from tasks.train.rlhf import rlhf_task
@@ -28,7 +29,12 @@ class TrainResult(BaseModel):
     base: Manifest
     sft: Manifest
     reward: Manifest
-    rlhf: Manifest
+    rlhf: Manifest | None = None  # each preference-tuned model, when train.preference_tuning asks for it
+    dpo: Manifest | None = None
+
+    def chat_models(self) -> dict[str, Manifest]:
+        """The models that chat, by name: SFT, then each preference-tuned one."""
+        return {name: m for name, m in (("sft", self.sft), ("rlhf", self.rlhf), ("dpo", self.dpo)) if m is not None}
 
 
 def gpu_slot(config: PipelineConfig):
@@ -56,7 +62,11 @@ def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) ->
             base = stages.submit(pretrain_task, tokens.shards, tokens.tokenizer, work, cfg.pretrain)
             sft = stages.submit(sft_task, base, tokens.tokenizer, chat_data, work, cfg.sft)
             reward = stages.submit(reward_task, sft, tokens.tokenizer, chat_data, work, cfg.reward)
-            rlhf = stages.submit(rlhf_task, sft, reward, tokens.tokenizer, chat_data, work, cfg.rlhf)
+            tuned = {}
+            if "rlhf" in cfg.preference_tuning:
+                tuned["rlhf"] = stages.submit(rlhf_task, sft, reward, tokens.tokenizer, chat_data, work, cfg.rlhf)
+            if "dpo" in cfg.preference_tuning:
+                tuned["dpo"] = stages.submit(dpo_task, sft, tokens.tokenizer, chat_data, work, cfg.dpo)
             stages.wait()
         return TrainResult(chat_data=chat_data.result(), base=base.result(), sft=sft.result(),
-                           reward=reward.result(), rlhf=rlhf.result())
+                           reward=reward.result(), **{name: run.result() for name, run in tuned.items()})

@@ -143,6 +143,11 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters()) - self.wte.weight.numel()
         return 6 * n + 12 * c.n_layer * c.n_embd * c.sequence_len
 
+    @property
+    def max_positions(self) -> int:
+        """The longest sequence the model can read: its rotary table's length."""
+        return self.cos.size(1)
+
     def hidden(self, idx: torch.Tensor, kv_cache=None) -> torch.Tensor:
         T = idx.size(1)
         start = kv_cache.pos if kv_cache is not None else 0

@@ -45,7 +45,7 @@ def _table(rows: list[dict], columns: list[str] | None = None) -> str:
 def report_card(m: dict[str, Manifest], data_report: dict, scores: dict[str, dict], sets: dict,
                 check: dict | None) -> str:
     """The whole card: each stage's own figures, then the evaluation (tasks/eval/scorecard.py)."""
-    pre, sft, rm, rl = (m[k].stats for k in ("pretrain", "sft", "reward", "rlhf"))
+    pre, sft, rm = (m[k].stats for k in ("pretrain", "sft", "reward"))
     samples = scores.get("base", {}).get("samples", [])
     shards = m["shards"].stats
     out = ["# crawl2chat report card", ""]
@@ -87,8 +87,17 @@ def report_card(m: dict[str, Manifest], data_report: dict, scores: dict[str, dic
             f"- held-out pairwise accuracy: **{rm['heldout_accuracy']:.3f}** "
             f"(before training {rm['heldout_accuracy_before']:.3f}, {rm['heldout_pairs']} pairs; per skill, "
             "with intervals, under Evaluation)", ""]
-    out += ["## RLHF", "", _table([{"": "before", **rl["before"]}, {"": "after", **rl["after"]}]),
-            mermaid_line("RL mean reward", [[p[0], p[1]] for p in rl["curve"]], "reward")]
+    if "rlhf" in m:
+        rl = m["rlhf"].stats
+        out += ["## RLHF", "", _table([{"": "before", **rl["before"]}, {"": "after", **rl["after"]}]),
+                mermaid_line("RL mean reward", [[p[0], p[1]] for p in rl["curve"]], "reward")]
+    if "dpo" in m:
+        dpo = m["dpo"].stats
+        out += ["## DPO", "",
+                f"- held-out implicit-reward accuracy: **{dpo['heldout_accuracy']:.3f}** (at the start every "
+                f"pair ties: {dpo['heldout_accuracy_before']:.3f}; {dpo['heldout_pairs']} pairs), mean margin "
+                f"{dpo['heldout_margin']:.3f}", "",
+                mermaid_line("DPO loss", [[p[0], p[1]] for p in dpo["curve"]], "loss")]
     out += evaluation_section(scores, sets, check)
     return "\n".join(out) + "\n"
 
@@ -100,15 +109,21 @@ def plot_curves(m: dict[str, Manifest], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")  # files only: no display on a training box
     import matplotlib.pyplot as plt
 
-    pre, sft, rm, rl = (m[k].stats for k in ("pretrain", "sft", "reward", "rlhf"))
+    pre, sft, rm = (m[k].stats for k in ("pretrain", "sft", "reward"))
     panels = [
         ("pretrain_loss.png", "Pretraining", [("train loss", pre["history"]["train_loss"]),
                                               ("val bits/byte", pre["history"]["val_bpb"])]),
         ("sft_loss.png", "SFT", [("train loss", sft["train_loss"])]),
         ("reward_loss.png", "Reward model", [("Bradley-Terry loss", rm["train_loss"])]),
-        ("rlhf.png", "RLHF", [("mean reward", [[p[0], p[1]] for p in rl["curve"]]),
-                              ("KL to SFT", [[p[0], p[2]] for p in rl["curve"]])]),
     ]
+    if "rlhf" in m:
+        rl = m["rlhf"].stats
+        panels.append(("rlhf.png", "RLHF", [("mean reward", [[p[0], p[1]] for p in rl["curve"]]),
+                                            ("KL to SFT", [[p[0], p[2]] for p in rl["curve"]])]))
+    if "dpo" in m:
+        curve = m["dpo"].stats["curve"]
+        panels.append(("dpo.png", "DPO", [("loss", [[p[0], p[1]] for p in curve]),
+                                          ("margin", [[p[0], p[2]] for p in curve])]))
     paths = []
     for name, title, series in panels:
         fig, ax = plt.subplots(figsize=(6, 3.5))

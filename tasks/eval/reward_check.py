@@ -95,9 +95,9 @@ def win_rate(reward_model, chat: ChatTokens, prompts: list[list[int]], replies: 
 
 
 def _replies(evaluation: Manifest) -> dict[str, dict]:
-    """A chat model's greedy replies (evaluate-model's replies.jsonl), by question."""
+    """A chat model's greedy replies (evaluate-model's replies.jsonl), by prompt."""
     rows = [json.loads(line) for entry in evaluation.files[1:] for line in Path(entry.path).read_text().splitlines()]
-    return {r["prompt"][-1]["content"]: r for r in rows}
+    return {json.dumps(r["prompt"]): r for r in rows}  # the whole prompt: follow-ups share their last turn
 
 
 def reward_check(reward_dir: Path, tokenizer_path: str, chat_data: Manifest, evaluations: dict[str, Manifest],
@@ -107,7 +107,9 @@ def reward_check(reward_dir: Path, tokenizer_path: str, chat_data: Manifest, eva
     judge = load_reward_model(reward_dir, device)
     chat = ChatTokens(load_tokenizer(tokenizer_path))
     pairs = read_jsonl(chat_file(chat_data, "preferences_heldout"))
-    result = {"preferences": preference_report(pairs, margins(judge, chat, pairs, device)), "win_rate_vs_sft": {}}
+    limit = min(256, judge.gpt.max_positions)  # the judge reads no further than its rotary table
+    result = {"preferences": preference_report(pairs, margins(judge, chat, pairs, device, limit)),
+              "win_rate_vs_sft": {}}
     if "sft" in evaluations:
         reference = _replies(evaluations["sft"])
         for name, evaluation in sorted(evaluations.items()):
@@ -117,7 +119,7 @@ def reward_check(reward_dir: Path, tokenizer_path: str, chat_data: Manifest, eva
             shared = [q for q in ours if q in reference]
             prompts = [render_prompt(chat, ours[q]["prompt"]) for q in shared]
             result["win_rate_vs_sft"][name] = win_rate(judge, chat, prompts, [ours[q]["reply_ids"] for q in shared],
-                                                       [reference[q]["reply_ids"] for q in shared], device)
+                                                       [reference[q]["reply_ids"] for q in shared], device, limit)
     path = write_json(out_dir / "reward_check.json", result)
     stats = {"accuracy": result["preferences"]["overall"]["accuracy"], "ece": result["preferences"]["ece"],
              **{f"win_rate/{k}": v["accuracy"] for k, v in result["win_rate_vs_sft"].items()}}

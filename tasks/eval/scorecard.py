@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tasks.eval.stats import paired_difference
 
-CHAT_MODELS = ("sft", "rlhf")
+CHAT_MODELS = ("sft", "rlhf", "dpo")
 
 
 def _cell(result: dict | None) -> str:
@@ -23,7 +23,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def chat_models(scores: dict[str, dict]) -> list[str]:
-    """The models scored on the skills: this run's SFT and RLHF models first, then any others."""
+    """The models scored on the skills: this run's SFT, RLHF and DPO models first, then any others."""
     chat = [m for m in scores if "skills" in scores[m]]
     return sorted(chat, key=lambda m: (CHAT_MODELS.index(m) if m in CHAT_MODELS else len(CHAT_MODELS), m))
 

@@ -5,6 +5,7 @@ and a rerun after a failure re-executes only the failed stage and what follows i
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 
 import pytest
@@ -184,6 +185,17 @@ def test_config_change_reruns_only_that_stage_and_downstream(first_run):
     assert state.is_completed()
     assert executed(by_stage) == {"sft", "reward-model", "rlhf"} | MODEL_EVAL_STAGES
     assert cached(by_stage) == ALL_STAGES - executed(by_stage)
+
+
+def test_adding_dpo_to_a_finished_run_trains_and_evaluates_dpo_alone(first_run):
+    work, _, _ = first_run
+    state, by_stage = run(micro_config(work, train={"preference_tuning": ["rlhf", "dpo"]}))
+    assert state.is_completed()
+    assert executed(by_stage) == {"dpo"} | MODEL_EVAL_STAGES  # evaluate-model: dpo's run alone, the rest cached
+    assert cached(by_stage) == ALL_STAGES - MODEL_EVAL_STAGES
+    card = (work / "report.md").read_text()
+    assert "## DPO" in card and "| skill | n | constant | refuse | sft | rlhf | dpo |" in card
+    assert "dpo" in json.loads((work / "models.json").read_text())
 
 
 def test_data_config_change_invalidates_everything_downstream(first_run):

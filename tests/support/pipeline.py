@@ -29,6 +29,7 @@ MICRO = {
         "reward": {"steps": 3, "batch_size": 4, "device": "cpu"},
         "rlhf": {"steps": 1, "prompts_per_step": 2, "samples_per_prompt": 2, "max_reply_tokens": 4,
                  "eval_prompts": 2, "device": "cpu"},
+        "dpo": {"steps": 2, "batch_size": 4, "device": "cpu"},
     },
     "evaluate": {
         "models": {"max_questions": 2, "max_reply_tokens": 4, "samples": 2, "base_sample_tokens": 4, "device": "cpu"},
