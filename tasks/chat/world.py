@@ -24,7 +24,6 @@ to `eval_questions` per skill): a question asked three times is one question, co
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from tasks.chat.splits import is_heldout
 from tasks.core.caching import output_dir
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig, file_entry, write_text
@@ -190,11 +190,6 @@ def is_heldout_example(config: ChatDataConfig, skill: str, ex: Example) -> bool:
         return any(is_heldout(fact, config.heldout_fact_fraction) for fact in ex.facts)
     share = config.heldout_fact_fraction if skill == "identity" else config.heldout_fraction
     return is_heldout(ex.asked(), share)
-
-
-def is_heldout(question: str, fraction: float) -> bool:
-    h = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "little")
-    return h / 2**64 < fraction
 
 
 def generate_chat_data(config: ChatDataConfig, world_seed: int) -> dict[str, list[dict]]:

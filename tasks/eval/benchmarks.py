@@ -15,35 +15,14 @@ import random
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from tasks.chat.verifiers import gsm8k_reference, normalize_number
 from tasks.core.caching import output_dir
+from tasks.core.datasource import DataSource, load_source
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig, file_entry, write_text
 from tasks.eval.harness import LETTERS, set_file
-
-MMLU_COLUMNS = ["question", "A", "B", "C", "D", "answer"]
-
-
-class DataSource(BaseModel):
-    """Files (`path`: a file, a glob or, for format mmlu, MMLU's folder) or a hub dataset (`hub`)."""
-
-    path: str | None = None
-    format: Literal["json", "csv", "parquet", "mmlu"] | None = Field(
-        None, description="Guessed from the file suffix when not given; mmlu: <path>/<split>/<subject>_<split>.csv")
-    hub: str | None = Field(None, description="A dataset on the Hugging Face hub, e.g. cais/mmlu")
-    hub_config: str | None = None
-    split: str = "test"
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.path is None) == (self.hub is None):
-            raise ValueError("a data source names exactly one of `path` or `hub`")
-        return self
-
-    def describe(self) -> str:
-        return self.hub or f"{self.path} ({self.split})"
 
 
 class BenchmarkTask(BaseModel):
@@ -73,40 +52,6 @@ class BenchmarkTask(BaseModel):
 
 class Skipped(Exception):
     """A task whose data is not there: reported, not fatal (BenchmarkTask.optional)."""
-
-
-def _datasets():
-    import datasets  # here: a second and a half to import, which only evaluation pays
-
-    datasets.disable_progress_bars()
-    return datasets
-
-
-def _format_of(path: str) -> str:
-    suffix = Path(path).suffix.lstrip(".")  # "data/*.csv" too
-    return {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(suffix) or "json"
-
-
-def load_source(source: DataSource, cache_dir: str | None = None):
-    """A `datasets.Dataset` of the source's split."""
-    datasets = _datasets()
-    split = source.split
-    if source.hub:
-        return datasets.load_dataset(source.hub, source.hub_config, split=split, cache_dir=cache_dir)
-    root = Path(source.path).expanduser()
-    fmt = source.format or _format_of(source.path)
-    if fmt == "mmlu":
-        files = {f.name.removesuffix(f"_{split}.csv"): str(f) for f in sorted((root / split).glob(f"*_{split}.csv"))}
-        if not files:
-            raise FileNotFoundError(f"no MMLU files {root / split}/*_{split}.csv")
-        # One call, one split per subject file: the subject is the file's name, as MMLU defines it.
-        by_subject = datasets.load_dataset("csv", data_files=files, column_names=MMLU_COLUMNS, cache_dir=cache_dir,
-                                           keep_default_na=False)
-        return datasets.concatenate_datasets([d.add_column("subject", [s] * len(d)) for s, d in by_subject.items()])
-    if "*" not in source.path and not root.exists():
-        raise FileNotFoundError(f"no such file: {root}")
-    kwargs = {"keep_default_na": False} if fmt == "csv" else {}
-    return datasets.load_dataset(fmt, data_files=str(root), split="train", cache_dir=cache_dir, **kwargs)
 
 
 def _row_id(task: str, question: str) -> str:

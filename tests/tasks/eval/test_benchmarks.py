@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.core.datasource import DataSource
 from tasks.eval.benchmarks import (
     BenchmarkConfig,
     BenchmarkTask,
-    DataSource,
     Skipped,
     answer_index,
     default_benchmarks,

@@ -11,7 +11,8 @@ import torch
 
 from models.chat import ChatTokens
 from models.gpt import GPT, GPTConfig
-from tasks.eval.benchmarks import BenchmarkTask, DataSource, fewshot_pool, load_task
+from tasks.core.datasource import DataSource
+from tasks.eval.benchmarks import BenchmarkTask, fewshot_pool, load_task
 from tasks.eval.harness import (
     choice_text,
     fewshot_examples,
