@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from flows.common import StageRuns, owned_work_dir
 from flows.config import PipelineConfig
 from flows.tokenizer import TokenizerResult
-from tasks.chat.world import chat_data_task
+from tasks.chat.world import chat_data_task, source_fingerprint
 from tasks.core.store import Manifest
 from tasks.train.dpo import dpo_task
 from tasks.train.pretrain import pretrain_task
@@ -57,7 +57,8 @@ def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) ->
 
             tokens = tokenizer_flow(config)
         cfg, stages = config.train, StageRuns(work)
-        chat_data = stages.submit(chat_data_task, work, cfg.chat_data, config.data.crawl.seed)
+        chat_data = stages.submit(chat_data_task, work, cfg.chat_data, config.data.crawl.seed,
+                                  source_fingerprint(cfg.chat_data))
         with gpu_slot(config):
             base = stages.submit(pretrain_task, tokens.shards, tokens.tokenizer, work, cfg.pretrain)
             sft = stages.submit(sft_task, base, tokens.tokenizer, chat_data, work, cfg.sft)

@@ -31,8 +31,10 @@ from pathlib import Path
 
 from pydantic import Field
 
+from tasks.chat.sources import ChatSource, load_chat_sources
 from tasks.chat.splits import is_heldout
 from tasks.core.caching import output_dir
+from tasks.core.datasource import files_fingerprint
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig, file_entry, write_text
 from tasks.data import grammar
@@ -52,6 +54,9 @@ class ChatDataConfig(StageConfig):
     # larger share, so their held-out score rests on more than one or two questions.
     heldout_fact_fraction: float = Field(0.3, gt=0, lt=1)
     eval_questions: int = Field(200, ge=1, description="Distinct held-out questions per skill at most")
+    synthetic: bool = Field(True, description="Generate the embedded synthetic world's conversations")
+    sources: list[ChatSource] = Field(default_factory=list, description="Your own data sets, read through `datasets` "
+                                      "(tasks/chat/sources.py), added to the synthetic world's")
 
 
 @dataclass(frozen=True)
@@ -233,18 +238,35 @@ def eval_questions(world: grammar.World, rng: random.Random, config: ChatDataCon
     return rows
 
 
+SPLITS = [f"{kind}_{split}" for kind in ("sft", "preferences", "rl") for split in ("train", "heldout")]
+
+
 def write_chat_data(config: ChatDataConfig, world_seed: int, out_dir: Path) -> Manifest:
-    data = generate_chat_data(config, world_seed)
-    empty = [name for name, rows in data.items() if not rows]
+    """The synthetic world's splits (when asked for) with the users' sources added to them."""
+    data = generate_chat_data(config, world_seed) if config.synthetic else {n: [] for n in [*SPLITS, "eval_heldout"]}
+    source_stats = {}
+    if config.sources:
+        from_sources, source_stats = load_chat_sources(config.sources)
+        for name, rows in from_sources.items():
+            data[name] += rows
+    empty = [name for name in SPLITS if not data[name]]
     if empty:  # post-training divides by the size of every split: refuse here, where the cause is plain
         raise ValueError(f"chat data: the {', '.join(empty)} split(s) came out empty; change "
-                         f"heldout_fraction ({config.heldout_fraction}) or raise the example counts")
+                         f"heldout_fraction ({config.heldout_fraction}), raise the example counts or add "
+                         "sources that feed them")
     entries, stats = [], {}
     for name, rows in data.items():
         path = write_text(out_dir / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         entries.append(file_entry(path, rows=len(rows)))
         stats[name] = len(rows)
+    if source_stats:
+        stats["sources"] = source_stats
     return Manifest(stage=STAGE, files=entries, stats=stats)
+
+
+def source_fingerprint(config: ChatDataConfig) -> str:
+    """The sources' local files, by size and time: a cache key input, so an edited file is read again."""
+    return files_fingerprint([s for source in config.sources for s in (source.data, source.heldout)])
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -262,6 +284,7 @@ def chat_file(manifest: Manifest, name: str) -> str:
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
-@stage_task("chat-data")
-def chat_data_task(work_dir: str, config: ChatDataConfig, world_seed: int) -> Manifest:
+@stage_task("chat-data", packages=("datasets",))
+def chat_data_task(work_dir: str, config: ChatDataConfig, world_seed: int, fingerprint: str = "") -> Manifest:
+    """`fingerprint`: source_fingerprint(config), so edited local source files are read again."""
     return write_chat_data(config, world_seed, output_dir(work_dir))

@@ -9,6 +9,8 @@ first use only: it takes a second and a half to import, which a module that mere
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +53,19 @@ def _datasets():
 def _format_of(path: str) -> str:
     suffix = Path(path).suffix.lstrip(".")  # "data/*.csv" too
     return _BUILDERS.get(suffix) or "json"
+
+
+def files_fingerprint(sources: list[DataSource | None]) -> str:
+    """Size and modification time of every local file the sources read: a cache key input, so that
+    a changed file is read again (a config names paths, not contents). Hub sources add nothing."""
+    seen = []
+    for source in sources:
+        if source is None or source.path is None:
+            continue
+        root = Path(source.path).expanduser()
+        candidates = root.rglob("*") if root.is_dir() else root.parent.glob(root.name)
+        seen += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(candidates) if f.is_file()]
+    return hashlib.sha256(json.dumps(sorted(set(seen))).encode()).hexdigest()[:16]
 
 
 def load_source(source: DataSource, cache_dir: str | None = None):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from tasks.chat.verifiers import gsm8k_reference, normalize_number
 from tasks.core.caching import output_dir
-from tasks.core.datasource import DataSource, load_source
+from tasks.core.datasource import DataSource, files_fingerprint, load_source
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig, file_entry, write_text
 from tasks.eval.harness import LETTERS, set_file
@@ -157,16 +157,7 @@ class BenchmarkConfig(StageConfig):
 def source_fingerprint(config: BenchmarkConfig) -> str:
     """Size and modification time of every local file the sets are read from: a cache key input, so
     that a changed file is read again (the config alone names paths, not contents)."""
-    seen = []
-    for task in config.tasks:
-        for source in (task.data, task.fewshot):
-            if source is None or source.path is None:
-                continue
-            root = Path(source.path).expanduser()
-            candidates = root.rglob("*") if root.is_dir() else root.parent.glob(root.name)
-            files = sorted(p for p in candidates if p.is_file())
-            seen += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    return hashlib.sha256(json.dumps(sorted(set(seen))).encode()).hexdigest()[:16]
+    return files_fingerprint([source for task in config.tasks for source in (task.data, task.fewshot)])
 
 
 def write_benchmark_sets(config: BenchmarkConfig, out_dir: Path, cache_dir: str | None = None) -> Manifest:

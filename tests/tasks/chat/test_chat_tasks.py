@@ -111,3 +111,36 @@ def test_an_empty_split_fails_with_one_line_naming_it(work, fraction, split):
     err = one_line_failure(run_stage(chat_data_task, work, config=config, world_seed=WORLD_SEED).state)
     assert isinstance(err, ValueError)
     assert split in str(err) and "heldout_fraction" in str(err)
+
+
+def test_users_sources_are_added_to_the_world_and_an_edited_file_is_read_again(shared_data, tmp_path):
+    from tasks.chat.sources import ChatSource
+    from tasks.chat.world import source_fingerprint
+    from tasks.core.datasource import DataSource
+
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps({"prompt": f"Is {n} even?", "chosen": "Yes." if n % 2 == 0 else "No.",
+                                         "rejected": "No." if n % 2 == 0 else "Yes."}) + "\n" for n in range(40)))
+    config = CONFIG.model_copy(update={"sources": [
+        ChatSource(name="gsm8k", kind="gsm8k", data=DataSource(path=str(shared_data / "gsm8k" / "train.jsonl")),
+                   limit=30),
+        ChatSource(name="parity", kind="preferences", data=DataSource(path=str(prefs)), heldout_fraction=0.2)]})
+    first = run_stage(chat_data_task, tmp_path, config=config, world_seed=WORLD_SEED,
+                      fingerprint=source_fingerprint(config))
+    m = first.manifest
+    assert {r["skill"] for r in rows(tmp_path, m, "sft_train")} == set(SKILLS) | {"gsm8k"}
+    assert any(r["skill"] == "gsm8k" for r in rows(tmp_path, m, "rl_train") + rows(tmp_path, m, "rl_heldout"))
+    parity = [r for name in ("preferences_train", "preferences_heldout") for r in rows(tmp_path, m, name)
+              if r["skill"] == "parity"]
+    assert len(parity) == 40
+    assert m.stats["sources"]["parity"]["rows_read"] == 40
+    assert m.stats["sources"]["gsm8k"]["calculator"]["calculator_disagrees"] == 0
+
+    assert run_stage(chat_data_task, tmp_path, config=config, world_seed=WORLD_SEED,
+                     fingerprint=source_fingerprint(config)).state.name == "Cached"
+    prefs.write_text(prefs.read_text().replace("Is 0 even?", "Is zero even?"))
+    again = run_stage(chat_data_task, tmp_path, config=config, world_seed=WORLD_SEED,
+                      fingerprint=source_fingerprint(config))
+    assert again.state.name == "Completed"
+    assert any(r["prompt"][0]["content"] == "Is zero even?" for name in ("preferences_train", "preferences_heldout")
+               for r in rows(tmp_path, again.manifest, name))
