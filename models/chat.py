@@ -34,21 +34,30 @@ def _parts(content: str | list[dict]) -> list[dict]:
 def render_conversation(tokens: ChatTokens, messages: list[dict], max_tokens: int | None = None
                         ) -> tuple[list[int], list[int]]:
     """Token ids and a 0/1 mask of the same length: 1 where the model is trained to predict."""
-    ids, mask = [tokens.bos], [0]
-    for message in messages:
-        if message["role"] == "user":
-            turn = [tokens.user_start] + tokens.text(message["content"]) + [tokens.user_end]
-            ids += turn
-            mask += [0] * len(turn)
-        elif message["role"] == "assistant":
-            reply, reply_mask = render_assistant(tokens, message["content"])
-            ids += [tokens.assistant_start] + reply
-            mask += [0] + reply_mask
-        else:
-            raise ValueError(f"unknown role {message['role']!r}")
+    turns = render_turns(tokens, messages)
+    ids = [t for turn, _ in turns for t in turn]
+    mask = [m for _, turn_mask in turns for m in turn_mask]
     if max_tokens is not None:
         ids, mask = ids[:max_tokens], mask[:max_tokens]
     return ids, mask
+
+
+def render_turns(tokens: ChatTokens, messages: list[dict]) -> list[tuple[list[int], list[int]]]:
+    """The conversation one message at a time: (ids, mask) per message, <|bos|> opening the first
+    (with no messages, the <|bos|> alone). Joined, they are render_conversation's output; apart,
+    they show where a conversation can be cut without cutting a turn (models/packing.py)."""
+    turns = []
+    for message in messages:
+        if message["role"] == "user":
+            turn = [tokens.user_start] + tokens.text(message["content"]) + [tokens.user_end]
+            turns.append((turn, [0] * len(turn)))
+        elif message["role"] == "assistant":
+            reply, reply_mask = render_assistant(tokens, message["content"])
+            turns.append(([tokens.assistant_start] + reply, [0] + reply_mask))
+        else:
+            raise ValueError(f"unknown role {message['role']!r}")
+    first_ids, first_mask = turns[0] if turns else ([], [])
+    return [([tokens.bos] + first_ids, [0] + first_mask), *turns[1:]]
 
 
 def render_assistant(tokens: ChatTokens, content: str | list[dict]) -> tuple[list[int], list[int]]:

@@ -26,5 +26,9 @@ def progress_reporter(description: str) -> Callable[[dict], None]:
             speed = f" ({p['tokens_per_s']:.0f} tok/s)" if p.get("tokens_per_s") else ""
             speed += f" MFU {100 * p['mfu']:.1f}%" if p.get("mfu") else ""
             logger.info("%s step %d/%d loss %.4f%s", description, p["step"], p["steps"], p["loss"], speed)
+        held_out = {k: v for k, v in p.items() if k.startswith("heldout_")}  # a periodic evaluation's results
+        if held_out:
+            logger.info("%s step %d/%d %s", description, p["step"], p["steps"],
+                        " ".join(f"held-out {k.removeprefix('heldout_')} {v:.4f}" for k, v in held_out.items()))
 
     return report

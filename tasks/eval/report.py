@@ -113,7 +113,7 @@ def plot_curves(m: dict[str, Manifest], out_dir: Path) -> list[Path]:
     panels = [
         ("pretrain_loss.png", "Pretraining", [("train loss", pre["history"]["train_loss"]),
                                               ("val bits/byte", pre["history"]["val_bpb"])]),
-        ("sft_loss.png", "SFT", [("train loss", sft["train_loss"])]),
+        ("sft_loss.png", "SFT", [("train loss", sft["train_loss"]), ("held-out loss", sft.get("heldout_loss", []))]),
         ("reward_loss.png", "Reward model", [("Bradley-Terry loss", rm["train_loss"])]),
     ]
     if "rlhf" in m:

@@ -23,7 +23,7 @@ MICRO = {
     "tokenizer": {"bpe": {"vocab_size": 300}, "shards": {"val_fraction": 0.2}},
     "train": {
         "chat_data": {"sft_examples": 60, "preference_pairs": 60, "rl_prompts": 20, "heldout_fraction": 0.2},
-        "pretrain": {"depth": 1, "aspect_ratio": 32, "head_dim": 32, "sequence_len": 32, "device_batch_size": 4,
+        "pretrain": {"depth": 1, "aspect_ratio": 32, "head_dim": 32, "sequence_len": 64, "device_batch_size": 4,
                      "steps": 6, "eval_every": 6, "eval_tokens": 512, "checkpoint_every": 3, "device": "cpu"},
         "sft": {"steps": 3, "batch_size": 4, "samples": 1, "device": "cpu"},
         "reward": {"steps": 3, "batch_size": 4, "device": "cpu"},
