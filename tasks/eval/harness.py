@@ -27,7 +27,7 @@ from models.chat import ChatTokens, render_prompt, visible_text
 from models.engine import generate_many
 from tasks.chat.verifiers import score_number
 from tasks.core.store import Manifest
-from tasks.eval.stats import wilson
+from tasks.core.stats import wilson
 
 LETTERS = "ABCDEFGHIJ"
 

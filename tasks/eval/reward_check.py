@@ -24,7 +24,7 @@ from tasks.chat.world import chat_file, read_jsonl
 from tasks.core.caching import output_dir
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, file_entry, write_json
-from tasks.eval.stats import mean_interval, wilson
+from tasks.core.stats import mean_interval, wilson
 from tasks.tokenizer.tokenize import load_tokenizer
 from tasks.train.checkpoints import checkpoint_dir
 

@@ -5,7 +5,7 @@ zero. Pure rendering of evaluate-model's and reward-check's results.
 
 from __future__ import annotations
 
-from tasks.eval.stats import paired_difference
+from tasks.core.stats import paired_difference
 
 CHAT_MODELS = ("sft", "rlhf", "dpo")
 

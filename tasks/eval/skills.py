@@ -16,7 +16,7 @@ import torch
 from models.chat import ChatTokens, render_prompt, visible_text
 from models.engine import generate_many
 from tasks.chat.verifiers import verify
-from tasks.eval.stats import mean_interval, pass_at_k, wilson
+from tasks.core.stats import mean_interval, pass_at_k, wilson
 
 REFUSAL_REPLY = "I don't know."
 

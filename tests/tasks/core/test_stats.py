@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from tasks.eval.stats import mean_interval, paired_difference, pass_at_k, wilson
+from tasks.core.stats import mean_interval, paired_difference, pass_at_k, wilson
 
 
 def test_wilson_matches_the_textbook_value_and_stays_inside_zero_one():
