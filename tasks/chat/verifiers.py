@@ -26,6 +26,12 @@ class Verdict:
     parsed: str | None  # what the scorer read as the answer (None: no answer found)
     refused: bool = False
 
+    @property
+    def answered(self) -> bool:
+        """The reply is in a form the checker reads: it states an answer (right or wrong) or declines.
+        What an optional format reward pays for."""
+        return self.parsed is not None or self.refused
+
 
 # --- Numbers --------------------------------------------------------------------------------------
 

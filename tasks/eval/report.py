@@ -89,8 +89,16 @@ def report_card(m: dict[str, Manifest], data_report: dict, scores: dict[str, dic
             "with intervals, under Evaluation)", ""]
     if "rlhf" in m:
         rl = m["rlhf"].stats
-        out += ["## RLHF", "", _table([{"": "before", **rl["before"]}, {"": "after", **rl["after"]}]),
+        if rl.get("eval_columns"):  # before training, then every evaluation step
+            rows = [{"step": 0, **rl["before"]}] + [dict(zip(rl["eval_columns"], row)) for row in rl["evals"]]
+            held = (f"{rl['heldout_prompts']} held-out prompts: strict accuracy of the greedy reply with its 95% "
+                    "interval; pass@k, reward and KL to the SFT model of k samples per prompt:")
+        else:
+            rows, held = [{"": "before", **rl["before"]}, {"": "after", **rl["after"]}], "Held-out prompts:"
+        out += ["## RLHF", "", held, "", _table(rows),
                 mermaid_line("RL mean reward", [[p[0], p[1]] for p in rl["curve"]], "reward")]
+        if rl.get("curve_columns") and rl["curve"]:  # the last step's diagnostics
+            out += ["Last step:", "", _table([dict(zip(rl["curve_columns"], rl["curve"][-1]))])]
     if "dpo" in m:
         dpo = m["dpo"].stats
         out += ["## DPO", "",

@@ -7,7 +7,7 @@ import pytest
 
 from tasks.core.store import Manifest
 from tasks.eval.report import _table, mermaid_line, plot_curves, plot_scores, report_card
-from tasks.eval.stats import wilson
+from tasks.core.stats import wilson
 
 # --- The pieces -------------------------------------------------------------------------------------------
 
@@ -68,8 +68,11 @@ def manifests(info: dict | None = None, **changes) -> dict[str, Manifest]:
                             {"prompt": "What is 2 plus 2?", "reply": "4 4 4", "stopped": False}]},
         "reward": {"heldout_accuracy": 0.75, "heldout_accuracy_before": 0.5, "heldout_pairs": 8,
                    "train_loss": [[1, 0.7]]},
-        "rlhf": {"before": {"mean_reward": 0.1, "accuracy": 0.2}, "after": {"mean_reward": 0.3, "accuracy": 0.4},
-                 "curve": [[1, 0.1, 0.0], [2, 0.3, 0.05]]},
+        "rlhf": {"before": {"accuracy": 0.2, "pass@4": 0.5, "mean_reward": 0.1},
+                 "after": {"accuracy": 0.4, "pass@4": 0.7, "mean_reward": 0.3},
+                 "evals": [[1, 0.3, 0.6, 0.2], [2, 0.4, 0.7, 0.3]],
+                 "eval_columns": ["step", "accuracy", "pass@4", "mean_reward"], "heldout_prompts": 40,
+                 "curve": [[1, 0.1, 0.0], [2, 0.3, 0.05]], "curve_columns": ["step", "reward", "kl"]},
     }
     stats.update(changes)
     info = {"pretrain": {"tokens_per_s": 123456.7, "mfu": 0.4567}} if info is None else info
@@ -173,8 +176,10 @@ def test_post_training_figures(card):
     assert "- **What is 2 plus 2?** → '4 4 4' (did not stop)" in section(card, "SFT")
     assert "- held-out pairwise accuracy: **0.750** (before training 0.500, 8 pairs;" in section(card, "Reward model")
     rlhf = section(card, "RLHF")
-    assert "|  | mean_reward | accuracy |" in rlhf
-    assert "| before | 0.1 | 0.2 |" in rlhf and "| after | 0.3 | 0.4 |" in rlhf
+    assert "40 held-out prompts: strict accuracy of the greedy reply" in rlhf
+    assert "| step | accuracy | pass@4 | mean_reward |" in rlhf  # before training (step 0), then each evaluation
+    assert "| 0 | 0.2 | 0.5 | 0.1 |" in rlhf and "| 1 | 0.3 | 0.6 | 0.2 |" in rlhf and "| 2 | 0.4 | 0.7 | 0.3 |" in rlhf
+    assert "Last step:" in rlhf and "| 2 | 0.3 | 0.05 |" in rlhf
     assert 'title "RL mean reward"' in rlhf and "line [0.1000, 0.3000]" in rlhf
 
 

@@ -1,52 +1,13 @@
 """DPO: its loss on hand-computed values, learning on micro settings, exact resume, refused inputs."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from models.reward import dpo_loss
-from tasks.chat.world import ChatDataConfig, generate_chat_data
-from tasks.tokenizer import shards
-from tasks.tokenizer.shardfile import split_files
-from tasks.train import dpo, pretrain, sft
-
-MICRO = dict(depth=2, aspect_ratio=32, head_dim=32, sequence_len=64, device_batch_size=4, lr=3e-3,
-             warmup_steps=2, eval_every=10, eval_tokens=1024, checkpoint_every=10, device="cpu")
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def crash_at(step):
-    def progress(p):
-        if p["step"] == step:
-            raise Crash(f"killed at step {step}")
-    return progress
-
-
-@pytest.fixture(scope="module")
-def chat_data():
-    return generate_chat_data(ChatDataConfig(sft_examples=100, preference_pairs=200, rl_prompts=10,
-                                             heldout_fraction=0.2), world_seed=1234)
-
-
-@pytest.fixture(scope="module")
-def base_model(docs_parquet, tokenizer_path, tmp_path_factory) -> Path:
-    m = shards.build_shards([docs_parquet], tokenizer_path, tmp_path_factory.mktemp("shards"),
-                            shards.ShardConfig(val_fraction=0.2))
-    base = pretrain.train(pretrain.PretrainConfig(steps=20, **MICRO), tokenizer_path, split_files(m, "train"),
-                          split_files(m, "val"), tmp_path_factory.mktemp("base"))["checkpoint"]
-    return Path(base)
-
-
-@pytest.fixture(scope="module")
-def sft_model(base_model, tokenizer_path, chat_data, tmp_path_factory) -> Path:
-    out = sft.finetune(base_model, tokenizer_path, chat_data["sft_train"], chat_data["sft_heldout"],
-                       tmp_path_factory.mktemp("sft"), sft.SftConfig(steps=10, batch_size=8, device="cpu", samples=0))
-    return Path(out["checkpoint"])
+from tasks.train import dpo
+from tests.support.training import Crash, crash_at
 
 
 def test_the_loss_is_bradley_terry_on_implicit_rewards():
@@ -61,21 +22,22 @@ def test_the_loss_is_bradley_terry_on_implicit_rewards():
     assert loss.item() == pytest.approx(math.log(2)) and margins.tolist() == [0.0, 0.0]
 
 
-def test_the_policy_learns_to_prefer_the_chosen_replies(sft_model, tokenizer_path, chat_data, tmp_path):
-    out = dpo.train_dpo(sft_model, tokenizer_path, chat_data["preferences_train"], chat_data["preferences_heldout"],
-                        tmp_path, dpo.DpoConfig(steps=30, batch_size=8, lr=1e-3, device="cpu"))
+def test_the_policy_learns_to_prefer_the_chosen_replies(sft_checkpoint, tokenizer_path, post_chat_data, tmp_path):
+    out = dpo.train_dpo(sft_checkpoint, tokenizer_path, post_chat_data["preferences_train"],
+                        post_chat_data["preferences_heldout"], tmp_path,
+                        dpo.DpoConfig(steps=30, batch_size=8, lr=1e-3, device="cpu"))
     first, last = out["curve"][0], out["curve"][-1]
     assert first[1] == pytest.approx(math.log(2), abs=1e-3)  # step 1 starts at the reference: loss log 2
     assert last[1] < first[1]
     late = [row[3] for row in out["curve"][-10:]]  # the batch accuracy of the last ten steps
     assert sum(late) / len(late) > 0.8, out["curve"]
     assert out["heldout_accuracy"] > 0.5 and out["heldout_margin"] > 0, out  # a micro model: the sign, no more
-    assert out["heldout_pairs"] == len(chat_data["preferences_heldout"])
+    assert out["heldout_pairs"] == len(post_chat_data["preferences_heldout"])
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_curve(sft_model, tokenizer_path, chat_data, tmp_path):
+def test_a_killed_run_resumes_to_the_uninterrupted_curve(sft_checkpoint, tokenizer_path, post_chat_data, tmp_path):
     config = dpo.DpoConfig(steps=4, batch_size=4, checkpoint_every=2, device="cpu")
-    args = (sft_model, tokenizer_path, chat_data["preferences_train"], chat_data["preferences_heldout"])
+    args = (sft_checkpoint, tokenizer_path, post_chat_data["preferences_train"], post_chat_data["preferences_heldout"])
     full = dpo.train_dpo(*args, tmp_path / "full", config)
     with pytest.raises(Crash):
         dpo.train_dpo(*args, tmp_path / "resumed", config, crash_at(3))
@@ -86,7 +48,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_curve(sft_model, tokenizer_pa
                                                                          full["heldout_margin"])
 
 
-def test_a_base_model_in_place_of_the_sft_model_is_refused(base_model, tokenizer_path, chat_data, tmp_path):
+def test_a_base_model_in_place_of_the_sft_model_is_refused(base_checkpoint, tokenizer_path, post_chat_data, tmp_path):
     with pytest.raises(ValueError, match=r"^dpo: the sft input .* is a base model checkpoint, not a sft one$"):
-        dpo.train_dpo(base_model, tokenizer_path, chat_data["preferences_train"],
-                      chat_data["preferences_heldout"], tmp_path, dpo.DpoConfig(steps=1, device="cpu"))
+        dpo.train_dpo(base_checkpoint, tokenizer_path, post_chat_data["preferences_train"],
+                      post_chat_data["preferences_heldout"], tmp_path, dpo.DpoConfig(steps=1, device="cpu"))

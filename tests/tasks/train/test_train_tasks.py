@@ -16,7 +16,7 @@ from tasks.core.store import FileEntry, Manifest, entry_problem, file_entry, res
 from tasks.tokenizer.shards import ShardConfig, build_shards
 from tasks.train.pretrain import PretrainConfig, pretrain_task
 from tasks.train.reward import RewardConfig, reward_task
-from tasks.train.rlhf import RlhfConfig, rlhf_task
+from tasks.train.rlhf import RlhfConfig, eval_keys, rlhf_task
 from tasks.train.sft import SftConfig, sft_task
 
 # The smallest settings that still run every code path (see tests/support/pipeline.py's MICRO).
@@ -159,7 +159,7 @@ def test_rlhf_task(rlhf, sft, reward, tokenizer, chat_data, work):
     manifest = completed(rlhf)
     assert_manifest(manifest, "rlhf", work, {"curve", "before", "after"})
     assert manifest.info["resumed_from"] == 0
-    assert set(manifest.stats["after"]) == {"mean_reward", "mean_kl", "accuracy"}
+    assert list(manifest.stats["after"]) == list(eval_keys(RLHF))
     assert_cached(run(rlhf_task, work, completed(sft), completed(reward), tokenizer, chat_data, config=RLHF),
                   manifest)
     # The SFT model where the reward model belongs: named, instead of a state dict's missing keys.
