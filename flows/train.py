@@ -57,7 +57,7 @@ def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) ->
 
             tokens = tokenizer_flow(config)
         cfg, stages = config.train, StageRuns(work)
-        chat_data = stages.submit(chat_data_task, work, cfg.chat_data, config.data.crawl.seed,
+        chat_data = stages.submit(chat_data_task, work, cfg.chat_data, config.data.crawl.world(),
                                   source_fingerprint(cfg.chat_data))
         with gpu_slot(config):
             base = stages.submit(pretrain_task, tokens.shards, tokens.tokenizer, work, cfg.pretrain)

@@ -4,7 +4,8 @@ Every example is one of these skills, all about the world of tasks/data/grammar.
   arithmetic           small sums and differences, answered step by step
   calculator           larger products, answered through a calculator tool call
   identity             who the assistant is
-  known                facts the pretraining pages state (which river a town lies by, a person's job)
+  known                facts the pretraining pages state (which river a town lies by, a person's job
+                       and home town)
   unknown              the same questions about names the pages never mention: the answer is
                        "I don't know", the hallucination mitigation of the Llama 3 recipe
   calculator_followup  two turns: a product through the calculator, then a sum that uses its result
@@ -12,7 +13,7 @@ Every example is one of these skills, all about the world of tasks/data/grammar.
   known_followup       two turns: a fact, then "And ..." a fact about someone or somewhere else
 Preference pairs put the right answer against a plausible wrong one: a right-looking wrong number
 (a wrong sum, a calculator called with the wrong operands), the right fact about the wrong entity
-(another town's river), a confident answer about an unknown name, a follow-up that drops the
+(another town's river, another person's home), a confident answer about an unknown name, a follow-up that drops the
 tool's result.
 Every row carries its `check`, the strict reference of
 tasks/chat/verifiers.py, which RL rewards and evaluation both score replies with.
@@ -50,7 +51,7 @@ class ChatDataConfig(StageConfig):
     preference_pairs: int = Field(2000, ge=10)
     rl_prompts: int = Field(400, ge=10)
     heldout_fraction: float = Field(0.1, gt=0, lt=1)
-    # Skills with few possible questions (22 facts, 8 ways to ask who the assistant is) hold out a
+    # Skills with few possible questions (32 facts, 8 ways to ask who the assistant is) hold out a
     # larger share, so their held-out score rests on more than one or two questions.
     heldout_fact_fraction: float = Field(0.3, gt=0, lt=1)
     eval_questions: int = Field(200, ge=1, description="Distinct held-out questions per skill at most")
@@ -121,38 +122,55 @@ def _identity(rng: random.Random) -> Example:
     return Example(question, _text(IDENTITY), {"kind": "name", "answer": "crawl2chat"}, _text(wrong))
 
 
+def world_facts(world: grammar.World) -> list[tuple[str, str, str]]:
+    """Every fact the pages state, as (relation, subject, answer): each town's river, each person's
+    job and home town."""
+    return ([("river", t, r) for t, r in world.river_of.items()]
+            + [("job", p, j) for p, j in world.job_of.items()]
+            + [("home", p, h) for p, h in world.home_of.items()])
+
+
+# relation → (the plain question, the reply stating the fact)
+FACT_FORMS = {
+    "river": ("which river does {s} lie by?", "{s} lies by the river {a}."),
+    "job": ("what does {s} do?", "{s} is a {a}."),
+    "home": ("where does {s} live?", "{s} lives in {a}."),
+}
+
+
+def candidates(world: grammar.World, relation: str) -> list[str]:
+    """Every possible answer of a relation: what the checker reads a reply's answer from."""
+    return {"river": grammar.RIVERS, "job": grammar.JOBS, "home": world.towns}[relation]
+
+
 def _known(world: grammar.World, rng: random.Random, lead: str = "") -> Example:
-    """A fact the pages state. The rejected reply states the right kind of fact about the wrong
-    entity: another town's river, another person's job (when it differs from the right one)."""
-    if rng.random() < 0.5:
-        town = rng.choice(grammar.TOWNS)
-        river = world.river_of[town]
-        others = [world.river_of[t] for t in grammar.TOWNS if world.river_of[t] != river]
-        wrong = rng.choice(others or [r for r in grammar.RIVERS if r != river])
-        plain = f"Which river does {town} lie by?"
-        return Example(f"{lead}which river does {town} lie by?" if lead else plain,
-                       _text(f"{town} lies by the river {river}."),
-                       {"kind": "entity", "answer": river, "subject": town, "candidates": grammar.RIVERS},
-                       _text(f"{town} lies by the river {wrong}."), facts=(plain,))
-    person = rng.choice(grammar.PEOPLE)
-    job = world.job_of[person]
-    wrong = rng.choice([world.job_of[p] for p in grammar.PEOPLE if p != person])
-    plain = f"What does {person} do?"
-    return Example(f"{lead}what does {person} do?" if lead else plain, _text(f"{person} is a {job}."),
-                   {"kind": "entity", "answer": job, "subject": person, "candidates": grammar.JOBS},
-                   _text(f"{person} is a {wrong}."), facts=(plain,))
+    """A fact the pages state, drawn uniformly from the world's facts. The rejected reply states the
+    same kind of fact about the subject with another entity's answer (another town's river, another
+    person's job or home) where one differs, else any other answer. A person is the subject of two
+    facts, each held out on its own: the subject of a held-out fact may be trained on through the other."""
+    facts = world_facts(world)
+    relation, subject, answer = rng.choice(facts)
+    ask, state = FACT_FORMS[relation]
+    others = [a for r, _, a in facts if r == relation and a != answer]
+    wrong = rng.choice(others or [c for c in candidates(world, relation) if c != answer])
+    plain = ask.format(s=subject)
+    plain = plain[0].upper() + plain[1:]
+    return Example(f"{lead}{ask.format(s=subject)}" if lead else plain, _text(state.format(s=subject, a=answer)),
+                   {"kind": "entity", "answer": answer, "subject": subject,
+                    "candidates": candidates(world, relation)},
+                   _text(state.format(s=subject, a=wrong)), facts=(plain,))
 
 
-def _unknown(rng: random.Random) -> Example:
+def _unknown(world: grammar.World, rng: random.Random) -> Example:
+    """A fact question about a name the pages never mention: the answer is a refusal."""
     name = grammar.unknown_name(rng)
-    if rng.random() < 0.5:
-        question, candidates = f"Which river does {name} lie by?", grammar.RIVERS
-        made_up = f"{name} lies by the river {rng.choice(grammar.RIVERS)}."
-    else:
-        question, candidates = f"What does {name} do?", grammar.JOBS
-        made_up = f"{name} is a {rng.choice(grammar.JOBS)}."
+    relation = rng.choice(list(FACT_FORMS))
+    ask, state = FACT_FORMS[relation]
+    question = ask.format(s=name)
     reply = f"I don't know {name}. I have not read anything about it."
-    return Example(question, _text(reply), {"kind": "refusal", "candidates": candidates}, _text(made_up))
+    answers = candidates(world, relation)
+    return Example(question[0].upper() + question[1:], _text(reply), {"kind": "refusal", "candidates": answers},
+                   _text(state.format(s=name, a=rng.choice(answers))))
 
 
 def _calculator_followup(rng: random.Random) -> Example:
@@ -180,10 +198,11 @@ def _known_followup(world: grammar.World, rng: random.Random) -> Example:
 
 
 def example(world: grammar.World, rng: random.Random, skill: str) -> Example:
-    makers = {"arithmetic": _arithmetic, "calculator": _calculator, "identity": _identity, "unknown": _unknown,
+    about_world = {"known": _known, "known_followup": _known_followup, "unknown": _unknown}
+    if skill in about_world:
+        return about_world[skill](world, rng)
+    makers = {"arithmetic": _arithmetic, "calculator": _calculator, "identity": _identity,
               "calculator_followup": _calculator_followup}
-    if skill in ("known", "known_followup"):
-        return (_known if skill == "known" else _known_followup)(world, rng)
     return makers[skill](rng)
 
 
@@ -197,9 +216,10 @@ def is_heldout_example(config: ChatDataConfig, skill: str, ex: Example) -> bool:
     return is_heldout(ex.asked(), share)
 
 
-def generate_chat_data(config: ChatDataConfig, world_seed: int) -> dict[str, list[dict]]:
-    """All splits of all three datasets and the eval split, as lists of JSON-able rows."""
-    world = grammar.make_world(world_seed)
+def generate_chat_data(config: ChatDataConfig, world: grammar.WorldSpec) -> dict[str, list[dict]]:
+    """All splits of all three datasets and the eval split, as lists of JSON-able rows, about the
+    world the crawl's pages describe."""
+    world = world.make()
     rng = random.Random(config.seed)
     out: dict[str, list[dict]] = {f"{kind}_{split}": [] for kind in ("sft", "preferences", "rl")
                                   for split in ("train", "heldout")}
@@ -241,9 +261,9 @@ def eval_questions(world: grammar.World, rng: random.Random, config: ChatDataCon
 SPLITS = [f"{kind}_{split}" for kind in ("sft", "preferences", "rl") for split in ("train", "heldout")]
 
 
-def write_chat_data(config: ChatDataConfig, world_seed: int, out_dir: Path) -> Manifest:
+def write_chat_data(config: ChatDataConfig, world: grammar.WorldSpec, out_dir: Path) -> Manifest:
     """The synthetic world's splits (when asked for) with the users' sources added to them."""
-    data = generate_chat_data(config, world_seed) if config.synthetic else {n: [] for n in [*SPLITS, "eval_heldout"]}
+    data = generate_chat_data(config, world) if config.synthetic else {n: [] for n in [*SPLITS, "eval_heldout"]}
     source_stats = {}
     if config.sources:
         from_sources, source_stats = load_chat_sources(config.sources)
@@ -285,6 +305,7 @@ def chat_file(manifest: Manifest, name: str) -> str:
 
 
 @stage_task("chat-data", packages=("datasets",))
-def chat_data_task(work_dir: str, config: ChatDataConfig, world_seed: int, fingerprint: str = "") -> Manifest:
-    """`fingerprint`: source_fingerprint(config), so edited local source files are read again."""
-    return write_chat_data(config, world_seed, output_dir(work_dir))
+def chat_data_task(work_dir: str, config: ChatDataConfig, world: grammar.WorldSpec, fingerprint: str = "") -> Manifest:
+    """`world`: the crawl's (data.crawl.world()). `fingerprint`: source_fingerprint(config), so edited
+    local source files are read again."""
+    return write_chat_data(config, world, output_dir(work_dir))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field
+
 TOWNS = ["Velmora", "Askel", "Brindle", "Corvale", "Dunmere", "Elsworth", "Farrow", "Glenmoor",
          "Harwick", "Istry", "Jorvale", "Kestrel"]
 RIVERS = ["Astel", "Birra", "Calder", "Dorne", "Esk", "Fenwater"]
@@ -29,6 +31,17 @@ PLACES = ["market", "bridge", "school", "mill", "harbour", "garden", "square", "
 _SYLLABLES = ["zor", "quen", "vath", "plix", "dromo", "yull", "krav", "threx", "obb", "snerl",
               "gwyn", "frol", "ixa", "mub", "trel", "vosk"]
 
+# Parts of the names a larger world adds after TOWNS and PEOPLE (none holds an unknown-name syllable,
+# so no unknown name is ever a world entity): a town is a head and a tail, a person a first and a
+# last name.
+_TOWN_HEADS = ["Ash", "Bel", "Cal", "Dal", "Eld", "Fen", "Gar", "Hol", "Ing", "Kel", "Lin", "Mar", "Nor",
+               "Oak", "Pen", "Red", "Sel", "Tam", "Ul", "Wil"]
+_TOWN_TAILS = ["ford", "mere", "wick", "dale", "ton", "by", "holm", "stead", "bury", "well"]
+_FIRST_NAMES = ["Ada", "Bram", "Cora", "Dell", "Edda", "Finn", "Greta", "Hugo", "Iris", "Jory", "Kara", "Lukas",
+                "Mina", "Nils", "Olla", "Petra", "Rune", "Sigrid", "Teo", "Una"]
+_LAST_NAMES = ["Barrow", "Cole", "Dunn", "Fairley", "Gale", "Hart", "Keel", "Lark", "Moss", "Penn", "Rook",
+               "Sable", "Tarn", "Wells", "Yates"]
+
 
 @dataclass(frozen=True)
 class World:
@@ -38,12 +51,37 @@ class World:
     job_of: dict[str, str]
     home_of: dict[str, str]
 
+    @property
+    def towns(self) -> list[str]:
+        return list(self.river_of)
 
-def make_world(seed: int) -> World:
+    @property
+    def people(self) -> list[str]:
+        return list(self.job_of)
+
+
+def world_names(count: int, named: list[str], parts: tuple[list[str], list[str]], sep: str) -> list[str]:
+    """`count` names: the named ones first, then every head with every tail, in an order that uses
+    each head once before any twice (pass j pairs head i with tail i + j)."""
+    heads, tails = parts
+    extra = [f"{heads[i]}{sep}{tails[(i + j) % len(tails)]}" for j in range(len(tails)) for i in range(len(heads))]
+    names = named + [n for n in extra if n not in named]
+    if count > len(names):
+        raise ValueError(f"a world holds at most {len(names)} of these names, not {count}")
+    return names[:count]
+
+
+def make_world(seed: int, towns: int = len(TOWNS), people: int = len(PEOPLE)) -> World:
+    """The world of a seed: `towns` towns and `people` people (the named ones first, so the default
+    world is TOWNS and PEOPLE), each town by a river, each person with a job and a home town. While
+    there are as many jobs as people, no two share one."""
     rng = random.Random(seed)
-    river_of = {t: rng.choice(RIVERS) for t in TOWNS}
-    job_of = dict(zip(PEOPLE, rng.sample(JOBS, len(PEOPLE))))
-    home_of = {p: rng.choice(TOWNS) for p in PEOPLE}
+    town_names = world_names(towns, TOWNS, (_TOWN_HEADS, _TOWN_TAILS), "")
+    person_names = world_names(people, PEOPLE, (_FIRST_NAMES, _LAST_NAMES), " ")
+    river_of = {t: rng.choice(RIVERS) for t in town_names}
+    jobs = rng.sample(JOBS, min(len(JOBS), people)) + [rng.choice(JOBS) for _ in range(people - len(JOBS))]
+    job_of = dict(zip(person_names, jobs))
+    home_of = {p: rng.choice(town_names) for p in person_names}
     return World(river_of=river_of, job_of=job_of, home_of=home_of)
 
 
@@ -53,8 +91,25 @@ def unknown_name(rng: random.Random) -> str:
     return name.capitalize()
 
 
+MAX_TOWNS = len(TOWNS) + len(_TOWN_HEADS) * len(_TOWN_TAILS)
+MAX_PEOPLE = len(PEOPLE) + len(_FIRST_NAMES) * len(_LAST_NAMES)
+
+
+class WorldSpec(BaseModel):
+    """Which world: its seed and its size. The crawl's pages and the chat data about them share one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int
+    towns: int = Field(len(TOWNS), ge=1, le=MAX_TOWNS)
+    people: int = Field(len(PEOPLE), ge=2, le=MAX_PEOPLE)
+
+    def make(self) -> World:
+        return make_world(self.seed, self.towns, self.people)
+
+
 def sentence(world: World, rng: random.Random) -> str:
-    town, person, animal = rng.choice(TOWNS), rng.choice(PEOPLE), rng.choice(ANIMALS)
+    town, person, animal = rng.choice(world.towns), rng.choice(world.people), rng.choice(ANIMALS)
     adj, verb, place, when = rng.choice(ADJECTIVES), rng.choice(VERBS_PAST), rng.choice(PLACES), rng.choice(TIMES)
     river, job, home = world.river_of[town], world.job_of[person], world.home_of[person]
     forms = [
@@ -76,7 +131,7 @@ def article(world: World, rng: random.Random) -> tuple[str, list[str]]:
     No sentence repeats within an article: real pages rarely do, and the repetition filters
     would rightly drop one that did.
     """
-    title = f"Notes on {rng.choice(TOWNS)} and the river {rng.choice(RIVERS)}"
+    title = f"Notes on {rng.choice(world.towns)} and the river {rng.choice(RIVERS)}"
     seen: set[str] = set()
     paragraphs = []
     for _ in range(rng.randint(2, 4)):

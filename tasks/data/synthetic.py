@@ -120,6 +120,15 @@ class CrawlConfig(StageConfig):
     seed: int = 1234
     num_files: int = Field(4, ge=1, description="WARC files to write")
     pages_per_file: int = Field(100, ge=1, description="HTML responses per WARC file")
+    # A bigger world has more facts for the pages to state and the chat data to ask about: with
+    # only the 32 facts of the default one, a model can learn the trained answers by rote, and the
+    # held-out facts test little.
+    towns: int = Field(len(grammar.TOWNS), ge=1, le=grammar.MAX_TOWNS, description="Towns in the world")
+    people: int = Field(len(grammar.PEOPLE), ge=2, le=grammar.MAX_PEOPLE, description="People in the world")
+
+    def world(self) -> grammar.WorldSpec:
+        """The world the pages describe, which the chat data asks about."""
+        return grammar.WorldSpec(seed=self.seed, towns=self.towns, people=self.people)
 
 
 @dataclass
@@ -236,7 +245,7 @@ def write_warc(path: Path, pages: list[Page], file_index: int, seed: int) -> Non
 def generate_crawl(config: CrawlConfig, out_dir: str | Path) -> Manifest:
     """Write the synthetic crawl and its labels; return the manifest of the WARC files."""
     out_dir = Path(out_dir)
-    world = grammar.make_world(config.seed)
+    world = config.world().make()
     entries, labels = [], []
     for i in range(config.num_files):
         pages = make_pages(config, i, world)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tasks.chat.verifiers import is_correct
-from tasks.chat.world import SKILLS, ChatDataConfig, chat_data_task
+from tasks.chat.world import FACT_FORMS, SKILLS, ChatDataConfig, chat_data_task
+from tasks.data.grammar import WorldSpec
 from tests.support.pipeline import MICRO
 from tests.support.stages import StageCall, assert_intact, one_line_failure, run_stage
 
@@ -28,7 +29,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def call(work) -> StageCall:
-    return run_stage(chat_data_task, work, config=CONFIG, world_seed=WORLD_SEED)
+    return run_stage(chat_data_task, work, config=CONFIG, world=WorldSpec(seed=WORLD_SEED))
 
 
 def rows(work: Path, manifest, name: str) -> list[dict]:
@@ -51,6 +52,12 @@ def test_chat_data_writes_every_split(call, work):
 def question(row: dict) -> str:
     """Every user turn of the conversation: what identifies a question, a follow-up included."""
     return "\n".join(m["content"] for m in row.get("messages") or row["prompt"] if m["role"] == "user")
+
+
+def plain(turn: str) -> str:
+    """A follow-up's "And which river ..." as the plain question "Which river ..."."""
+    turn = turn.removeprefix("And ")
+    return turn[:1].upper() + turn[1:]
 
 
 def test_every_row_carries_a_check_its_good_reply_passes_and_its_bad_reply_fails(call, work):
@@ -77,12 +84,21 @@ def test_the_eval_split_is_distinct_questions_never_trained_on(call, work):
 
 def test_no_held_out_fact_is_trained_on_through_a_follow_up(call, work):
     m = call.manifest
-    held_out = {r["check"]["subject"] for r in rows(work, m, "eval_heldout") if r["skill"] == "known"}
-    assert held_out  # towns and people whose one fact is held out
+    # A held-out fact as the reply that states it ("Brindle lies by the river Astel."): no train row
+    # may state it, nor ask its question, in any turn. Its subject may be trained on through another
+    # fact (a person's job is held out, their home town is not).
+    held_out = {(r["check"]["subject"], r["check"]["answer"]) for r in rows(work, m, "eval_heldout")
+                if r["skill"] == "known"}
+    assert len(held_out) >= 5
+    questions = {question(r) for r in rows(work, m, "eval_heldout") if r["skill"] == "known"}
+    statements = {form.format(s=s, a=a) for s, a in held_out for _, form in FACT_FORMS.values()}
     for name in ("sft_train", "preferences_train", "rl_train"):
         for row in rows(work, m, name):
             text = json.dumps(row)
-            assert not [s for s in held_out if s in text], (name, row)
+            assert not [t for t in statements if t in text], (name, row)
+            turns = row.get("messages") or row["prompt"]
+            asked = {plain(t["content"]) for t in turns if t["role"] == "user"}
+            assert not asked & questions, (name, row)
 
 
 def test_follow_ups_carry_the_first_turn_and_check_the_second(call, work):
@@ -108,7 +124,7 @@ def test_an_identical_second_call_is_a_cache_hit(call):
                          ids=["nothing-held-out", "nothing-to-train-on"])
 def test_an_empty_split_fails_with_one_line_naming_it(work, fraction, split):
     config = CONFIG.model_copy(update={"heldout_fraction": fraction, "heldout_fact_fraction": fraction})
-    err = one_line_failure(run_stage(chat_data_task, work, config=config, world_seed=WORLD_SEED).state)
+    err = one_line_failure(run_stage(chat_data_task, work, config=config, world=WorldSpec(seed=WORLD_SEED)).state)
     assert isinstance(err, ValueError)
     assert split in str(err) and "heldout_fraction" in str(err)
 
@@ -125,7 +141,7 @@ def test_users_sources_are_added_to_the_world_and_an_edited_file_is_read_again(s
         ChatSource(name="gsm8k", kind="gsm8k", data=DataSource(path=str(shared_data / "gsm8k" / "train.jsonl")),
                    limit=30),
         ChatSource(name="parity", kind="preferences", data=DataSource(path=str(prefs)), heldout_fraction=0.2)]})
-    first = run_stage(chat_data_task, tmp_path, config=config, world_seed=WORLD_SEED,
+    first = run_stage(chat_data_task, tmp_path, config=config, world=WorldSpec(seed=WORLD_SEED),
                       fingerprint=source_fingerprint(config))
     m = first.manifest
     assert {r["skill"] for r in rows(tmp_path, m, "sft_train")} == set(SKILLS) | {"gsm8k"}
@@ -136,10 +152,10 @@ def test_users_sources_are_added_to_the_world_and_an_edited_file_is_read_again(s
     assert m.stats["sources"]["parity"]["rows_read"] == 40
     assert m.stats["sources"]["gsm8k"]["calculator"]["calculator_disagrees"] == 0
 
-    assert run_stage(chat_data_task, tmp_path, config=config, world_seed=WORLD_SEED,
+    assert run_stage(chat_data_task, tmp_path, config=config, world=WorldSpec(seed=WORLD_SEED),
                      fingerprint=source_fingerprint(config)).state.name == "Cached"
     prefs.write_text(prefs.read_text().replace("Is 0 even?", "Is zero even?"))
-    again = run_stage(chat_data_task, tmp_path, config=config, world_seed=WORLD_SEED,
+    again = run_stage(chat_data_task, tmp_path, config=config, world=WorldSpec(seed=WORLD_SEED),
                       fingerprint=source_fingerprint(config))
     assert again.state.name == "Completed"
     assert any(r["prompt"][0]["content"] == "Is zero even?" for name in ("preferences_train", "preferences_heldout")

@@ -16,9 +16,20 @@ from pathlib import Path
 import pytest
 
 from models import checkpoint as ckpt
-from tasks.chat.world import SKILLS, ChatDataConfig, chat_file, read_jsonl, write_chat_data
+from tasks.chat.world import (
+    SKILLS,
+    ChatDataConfig,
+    chat_file,
+    read_jsonl,
+    write_chat_data,
+)
 from tasks.core.store import Manifest, file_entry, write_json
-from tasks.eval.benchmarks import BenchmarkConfig, benchmark_sets_task, source_fingerprint
+from tasks.data.grammar import WorldSpec
+from tasks.eval.benchmarks import (
+    BenchmarkConfig,
+    benchmark_sets_task,
+    source_fingerprint,
+)
 from tasks.eval.evaluate import EvalConfig, evaluate_model_task
 from tasks.eval.report import ReportConfig, report_card_task
 from tasks.eval.reward_check import reward_check_task
@@ -34,7 +45,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 CONFIG = EvalConfig(**MICRO["evaluate"]["models"])
 BENCHMARKS = BenchmarkConfig(**MICRO["evaluate"]["benchmarks"])
-PRETRAIN = pretrain.PretrainConfig(depth=1, aspect_ratio=32, head_dim=32, sequence_len=32, device_batch_size=4,
+PRETRAIN = pretrain.PretrainConfig(depth=1, aspect_ratio=32, head_dim=32, sequence_len=64, device_batch_size=4,
                                    steps=2, warmup_steps=1, eval_every=2, eval_tokens=256, checkpoint_every=2,
                                    sample_tokens=4, device="cpu")
 # The data report evaluate quotes: hand-written, so its figures are known.
@@ -60,7 +71,7 @@ def manifests(work, docs_parquet, tokenizer_path) -> dict[str, Manifest]:
     tokenizer = Manifest(stage="tokenizer", files=[file_entry(tokenizer_path)], stats={"vocab_size": 400})
     shards = build_shards([docs_parquet], tokenizer_path, work / "shards", ShardConfig(val_fraction=0.2, workers=1))
     chat = write_chat_data(ChatDataConfig(sft_examples=20, preference_pairs=20, rl_prompts=20, heldout_fraction=0.2),
-                           1234, work / "chat")
+                           WorldSpec(seed=1234), work / "chat")
     accounting = Manifest(stage="accounting", files=[file_entry(write_json(work / "data_report.json", DATA_REPORT))])
     base = checkpoint_manifest("pretrain", pretrain.train(PRETRAIN, tokenizer_path, split_files(shards, "train"),
                                                           split_files(shards, "val"), work / "pretrain"))

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tasks.chat.world import ChatDataConfig, generate_chat_data
+from tasks.data.grammar import WorldSpec
 from tasks.tokenizer import shards
 from tasks.tokenizer.shardfile import split_files
 from tasks.train import pretrain, reward, sft
@@ -15,7 +16,7 @@ from tests.support.training import MICRO_BASE
 @pytest.fixture(scope="session")
 def post_chat_data() -> dict[str, list[dict]]:
     return generate_chat_data(ChatDataConfig(sft_examples=100, preference_pairs=200, rl_prompts=40,
-                                             heldout_fraction=0.2), world_seed=1234)
+                                             heldout_fraction=0.2), world=WorldSpec(seed=1234))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from models import checkpoint as ckpt
 from models.chat import ChatTokens
 from models.gpt import GPT, GPTConfig
 from tasks.chat.world import ChatDataConfig, generate_chat_data
+from tasks.data.grammar import WorldSpec
 from tasks.tokenizer.tokenize import load_tokenizer
 from tasks.train import sft
 
@@ -27,7 +28,7 @@ class Crash(RuntimeError):
 @pytest.fixture(scope="module")
 def chat_data():
     return generate_chat_data(ChatDataConfig(sft_examples=40, preference_pairs=10, rl_prompts=10,
-                                             heldout_fraction=0.2), world_seed=1234)
+                                             heldout_fraction=0.2), world=WorldSpec(seed=1234))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 
 from tasks.chat.world import ChatDataConfig, write_chat_data
 from tasks.core.store import FileEntry, Manifest, entry_problem, file_entry, results_dir
+from tasks.data.grammar import WorldSpec
 from tasks.tokenizer.shards import ShardConfig, build_shards
 from tasks.train.pretrain import PretrainConfig, pretrain_task
 from tasks.train.reward import RewardConfig, reward_task
@@ -20,7 +21,7 @@ from tasks.train.rlhf import RlhfConfig, eval_keys, rlhf_task
 from tasks.train.sft import SftConfig, sft_task
 
 # The smallest settings that still run every code path (see tests/support/pipeline.py's MICRO).
-PRETRAIN = PretrainConfig(depth=1, aspect_ratio=32, head_dim=32, sequence_len=32, device_batch_size=4, steps=4,
+PRETRAIN = PretrainConfig(depth=1, aspect_ratio=32, head_dim=32, sequence_len=64, device_batch_size=4, steps=4,
                           eval_every=4, eval_tokens=512, checkpoint_every=2, sample_prompts=["The town of"],
                           sample_tokens=4, device="cpu")
 SFT = SftConfig(steps=2, batch_size=4, warmup_steps=1, samples=1, device="cpu")
@@ -86,7 +87,7 @@ def shards(docs_parquet, tokenizer_path, work) -> Manifest:
 
 @pytest.fixture(scope="module")
 def chat_data(work) -> Manifest:
-    return write_chat_data(CHAT, 1234, work / "inputs" / "chat")
+    return write_chat_data(CHAT, WorldSpec(seed=1234), work / "inputs" / "chat")
 
 
 @pytest.fixture(scope="module")

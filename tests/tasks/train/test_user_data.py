@@ -13,6 +13,7 @@ import pytest
 from tasks.chat.sources import ChatSource
 from tasks.chat.world import ChatDataConfig, chat_file, read_jsonl, write_chat_data
 from tasks.core.datasource import DataSource
+from tasks.data.grammar import WorldSpec
 from tasks.tokenizer import shards
 from tasks.tokenizer.shardfile import split_files
 from tasks.train import dpo, pretrain, reward, rlhf, sft
@@ -45,7 +46,7 @@ def user_data(shared_data, tmp_path_factory) -> dict[str, list[dict]]:
         ChatSource(name="door-prefs", kind="preferences", data=DataSource(path=str(preferences)),
                    heldout_fraction=0.25),
     ]
-    manifest = write_chat_data(ChatDataConfig(synthetic=False, sources=sources), world_seed=1, out_dir=folder / "out")
+    manifest = write_chat_data(ChatDataConfig(synthetic=False, sources=sources), WorldSpec(seed=1), folder / "out")
     return {name: read_jsonl(chat_file(manifest, name))
             for name in ("sft_train", "sft_heldout", "preferences_train", "preferences_heldout", "rl_train",
                          "rl_heldout")}
