@@ -27,10 +27,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from typing import Literal
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tasks.chat.sources import ChatSource, load_chat_sources
 from tasks.chat.splits import is_heldout
@@ -56,6 +57,21 @@ class ChatDataConfig(StageConfig):
     heldout_fact_fraction: float = Field(0.3, gt=0, lt=1)
     eval_questions: int = Field(200, ge=1, description="Distinct held-out questions per skill at most")
     synthetic: bool = Field(True, description="Generate the embedded synthetic world's conversations")
+    skill_weights: dict[Literal["sft", "preferences", "rl"], dict[str, float]] = Field(
+        default_factory=dict, description="Per kind of data (sft, preferences, rl), the skills it is drawn from and "
+                                          "their shares, e.g. rl: {arithmetic: 1}; a kind not named draws every "
+                                          "skill equally. The eval split always asks every skill")
+
+    @field_validator("skill_weights")
+    @classmethod
+    def _known_skills(cls, weights: dict) -> dict:
+        for kind, shares in weights.items():
+            unknown = sorted(set(shares) - set(SKILLS))
+            if unknown:
+                raise ValueError(f"{kind}: no skill {', '.join(unknown)} (skills: {', '.join(SKILLS)})")
+            if any(w < 0 for w in shares.values()) or not any(w > 0 for w in shares.values()):
+                raise ValueError(f"{kind}: weights must be >= 0 and at least one > 0, not {shares}")
+        return weights
     sources: list[ChatSource] = Field(default_factory=list, description="Your own data sets, read through `datasets` "
                                       "(tasks/chat/sources.py), added to the synthetic world's")
 
@@ -216,6 +232,22 @@ def is_heldout_example(config: ChatDataConfig, skill: str, ex: Example) -> bool:
     return is_heldout(ex.asked(), share)
 
 
+def skill_schedule(weights: dict[str, float] | None, count: int) -> list[str]:
+    """The skill of each of `count` examples: every skill in turn (no weights), or each named skill's
+    share of `count` (largest remainders), its examples spread evenly through the list, so any
+    prefix holds about the shares too. Deterministic: no random draw."""
+    if not weights:
+        return [SKILLS[i % len(SKILLS)] for i in range(count)]
+    skills = [s for s in SKILLS if weights.get(s, 0) > 0]
+    total = sum(weights[s] for s in skills)
+    exact = {s: count * weights[s] / total for s in skills}
+    counts = {s: int(exact[s]) for s in skills}
+    for s in sorted(skills, key=lambda s: counts[s] - exact[s])[:count - sum(counts.values())]:
+        counts[s] += 1
+    placed = [((j + 0.5) / counts[s], SKILLS.index(s), s) for s in skills for j in range(counts[s])]
+    return [s for _, _, s in sorted(placed)]
+
+
 def generate_chat_data(config: ChatDataConfig, world: grammar.WorldSpec) -> dict[str, list[dict]]:
     """All splits of all three datasets and the eval split, as lists of JSON-able rows, about the
     world the crawl's pages describe."""
@@ -225,8 +257,7 @@ def generate_chat_data(config: ChatDataConfig, world: grammar.WorldSpec) -> dict
                                   for split in ("train", "heldout")}
     for kind, count in (("sft", config.sft_examples), ("preferences", config.preference_pairs),
                         ("rl", config.rl_prompts)):
-        for i in range(count):
-            skill = SKILLS[i % len(SKILLS)]
+        for skill in skill_schedule(config.skill_weights.get(kind), count):
             ex = example(world, rng, skill)
             split = "heldout" if is_heldout_example(config, skill, ex) else "train"
             if kind == "sft":
