@@ -1,7 +1,7 @@
 """Deterministic chat data for post-training: SFT conversations, preference pairs, RL prompts.
 
 Every example is one of these skills, all about the world of tasks/data/grammar.py:
-  arithmetic           small sums and differences, answered step by step
+  arithmetic           small sums and differences, answered step by step (tens, then ones)
   calculator           larger products, answered through a calculator tool call
   identity             who the assistant is
   known                facts the pretraining pages state (which river a town lies by, a person's job
@@ -101,17 +101,32 @@ def _text(text: str) -> list[dict]:
     return [{"type": "text", "text": text}]
 
 
+def worked_sum(a: int, b: int, op: str, answer: int) -> str:
+    """A sum or difference worked in two steps, the tens of b first, then its ones ("38 - 10 = 28.
+    28 - 4 = 24."): each step changes one digit of a number or adds a single digit, which a small
+    model learns where the whole sum in one step it does not (held-out accuracy 0.07 against 0.89
+    after the same 1,000 steps, docs/small-preset.md)."""
+    tens, ones = b - b % 10, b % 10
+    middle = a + tens if op == "+" else a - tens
+    steps = [f"{a} {op} {tens} = {middle}."] if tens else []
+    if ones or not tens:
+        steps.append(f"{middle} {op} {ones} = {answer}.")
+    return " ".join(steps)
+
+
 def _arithmetic(rng: random.Random) -> Example:
+    """A sum or difference of numbers up to 49, worked step by step. The rejected reply works it
+    the same way with a slip in the last step: a right-looking wrong number."""
     a, b = rng.randint(1, 49), rng.randint(1, 49)
     if rng.random() < 0.5:
         question, answer, op = f"What is {a} plus {b}?", a + b, "+"
     else:
         a, b = max(a, b), min(a, b)
         question, answer, op = f"What is {a} minus {b}?", a - b, "-"
-    reply = f"{a} {op} {b} = {answer}. The answer is {answer}."
     wrong = answer + rng.choice([-2, -1, 1, 2, 10])
-    return Example(question, _text(reply), {"kind": "number", "answer": str(answer)},
-                   _text(f"{a} {op} {b} = {wrong}. The answer is {wrong}."))
+    return Example(question, _text(f"{worked_sum(a, b, op, answer)} The answer is {answer}."),
+                   {"kind": "number", "answer": str(answer)},
+                   _text(f"{worked_sum(a, b, op, wrong)} The answer is {wrong}."))
 
 
 def _tool_reply(expression: str, value: int) -> list[dict]:
