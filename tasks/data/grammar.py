@@ -108,8 +108,12 @@ class WorldSpec(BaseModel):
         return make_world(self.seed, self.towns, self.people)
 
 
-def sentence(world: World, rng: random.Random) -> str:
+def sentence(world: World, rng: random.Random, about: tuple[str, str] | None = None) -> str:
+    """One sentence about a random town and person, or about the (town, person) given (the same
+    draws either way, so a sentence's other words do not depend on it)."""
     town, person, animal = rng.choice(world.towns), rng.choice(world.people), rng.choice(ANIMALS)
+    if about is not None:
+        town, person = about
     adj, verb, place, when = rng.choice(ADJECTIVES), rng.choice(VERBS_PAST), rng.choice(PLACES), rng.choice(TIMES)
     river, job, home = world.river_of[town], world.job_of[person], world.home_of[person]
     forms = [
@@ -125,19 +129,24 @@ def sentence(world: World, rng: random.Random) -> str:
     return rng.choice(forms)
 
 
-def article(world: World, rng: random.Random) -> tuple[str, list[str]]:
+def article(world: World, rng: random.Random, focus: float = 0.0) -> tuple[str, list[str]]:
     """A title and 2 to 4 paragraphs of grammatical English about the world.
 
+    With `focus`, that share of the sentences is about the article's own town (its title's) and one
+    person, as a page about a subject names it again and again; a model learns from such pages to
+    carry a name from earlier in its context, which it needs to answer a question about it.
     No sentence repeats within an article: real pages rarely do, and the repetition filters
     would rightly drop one that did.
     """
-    title = f"Notes on {rng.choice(world.towns)} and the river {rng.choice(RIVERS)}"
+    town = rng.choice(world.towns)
+    title = f"Notes on {town} and the river {rng.choice(RIVERS)}"
+    subject = (town, rng.choice(world.people)) if focus else None
     seen: set[str] = set()
     paragraphs = []
     for _ in range(rng.randint(2, 4)):
         sentences = []
         while len(sentences) < rng.randint(3, 5):
-            s = sentence(world, rng)
+            s = sentence(world, rng, subject if focus and rng.random() < focus else None)
             if s not in seen:
                 seen.add(s)
                 sentences.append(s)

@@ -125,6 +125,9 @@ class CrawlConfig(StageConfig):
     # held-out facts test little.
     towns: int = Field(len(grammar.TOWNS), ge=1, le=grammar.MAX_TOWNS, description="Towns in the world")
     people: int = Field(len(grammar.PEOPLE), ge=2, le=grammar.MAX_PEOPLE, description="People in the world")
+    focus: float = Field(0.0, ge=0, lt=1, description="Share of an article's sentences about its own town and "
+                                                      "person, which it then names again and again; 0: every "
+                                                      "sentence about a random town and person")
 
     def world(self) -> grammar.WorldSpec:
         """The world the pages describe, which the chat data asks about."""
@@ -173,7 +176,7 @@ def make_pages(config: CrawlConfig, file_index: int, world: grammar.World) -> li
         url = f"https://site{rng.randint(1, 60)}.example/{file_index}/{n}/{grammar.unknown_name(rng).lower()}"
         lang, charset = "en", "utf-8"
         if kind == "good":
-            title, paragraphs = grammar.article(world, rng)
+            title, paragraphs = grammar.article(world, rng, config.focus)
             good_texts.append((title, paragraphs))
         elif kind == "foreign":
             lang = rng.choice(sorted(FOREIGN))
@@ -186,7 +189,7 @@ def make_pages(config: CrawlConfig, file_index: int, world: grammar.World) -> li
             title, source = rng.choice(good_texts)
             paragraphs = _near_duplicate(source, rng)
         elif kind == "blocklisted":
-            title, paragraphs = grammar.article(world, rng)
+            title, paragraphs = grammar.article(world, rng, config.focus)
             url = f"https://{rng.choice(BLOCKLISTED_DOMAINS)}/{file_index}/{n}"
         elif kind == "spam":
             title = "Best offers"
@@ -202,7 +205,7 @@ def make_pages(config: CrawlConfig, file_index: int, world: grammar.World) -> li
             line = grammar.sentence(world, rng)
             paragraphs = [line] * 25
         else:  # wrong_charset: declared UTF-8, but Latin-1 bytes inside
-            title, paragraphs = grammar.article(world, rng)
+            title, paragraphs = grammar.article(world, rng, config.focus)
             body = _html(title, paragraphs, True, "utf-8")
             body = body.replace(b"<main>", "<main><p>Caf\xe9 cr\xe8me na\xefve</p>".encode("latin-1"))
             pages.append(Page(url, kind, lang, charset, body))

@@ -34,3 +34,24 @@ def test_labels_cover_every_page_and_kind(small_crawl):
     assert len({l["url"] for l in labels}) == len(labels)
     assert {l["label"] for l in labels} <= set(PAGE_MIX)
     assert len({l["lang"] for l in labels}) >= 5
+
+
+def test_focused_articles_name_their_own_town_again_and_again():
+    """With focus, a page about a town names it in many of its sentences (as pages about a subject
+    do); without, the title's town is one of a hundred, named about as often as any other."""
+    import random
+
+    from tasks.data import grammar
+
+    world = grammar.WorldSpec(seed=5, towns=100, people=100).make()
+
+    def mentions(focus: float) -> float:
+        rng, counts = random.Random(11), []
+        for _ in range(200):
+            title, paragraphs = grammar.article(world, rng, focus)
+            town = title.removeprefix("Notes on ").split(" and the river")[0]
+            counts.append(" ".join(paragraphs).count(town))
+        return sum(counts) / len(counts)
+
+    # Half the sentences about the subject, and half the sentence forms name a town: ~2.8 a page.
+    assert mentions(0.0) < 0.3 and mentions(0.5) > 2
