@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from cli.main import main
-from flows.config import ConfigError, load_config, parse_override
+from flows.config import PRESETS_DIR, ConfigError, load_config, parse_override
 
 
 def test_wrong_type_in_config_names_the_field():
@@ -33,6 +33,24 @@ def test_bad_config_exits_with_one_line_and_no_traceback(tmp_path):
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ConfigError, match="known: .*tiny"):
         load_config("nope")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+def test_every_shipped_preset_validates(name):
+    load_config(name)
+
+
+def test_the_small_preset_is_tiny_grown_in_model_world_data_and_steps():
+    tiny, small = load_config("tiny"), load_config("small")
+    assert small.work_dir != tiny.work_dir  # a small run never lands in tiny's work dir
+    assert small.train.pretrain.depth > tiny.train.pretrain.depth
+    assert small.train.pretrain.sequence_len > tiny.train.pretrain.sequence_len
+    assert small.data.crawl.num_files * small.data.crawl.pages_per_file > \
+        tiny.data.crawl.num_files * tiny.data.crawl.pages_per_file
+    assert small.data.crawl.towns > tiny.data.crawl.towns and small.data.crawl.people > tiny.data.crawl.people
+    for stage in ("pretrain", "sft", "reward", "rlhf"):
+        assert getattr(small.train, stage).steps > getattr(tiny.train, stage).steps, stage
+    assert set(small.train.preference_tuning) == {"rlhf", "dpo"}  # both compared in one report
 
 
 def test_sample_crawl_writes_warc_files_and_labels(tmp_path, capsys):
