@@ -22,6 +22,7 @@ from tasks.data.fetch import SourceConfig
 from tasks.data.langid import LangIdConfig
 from tasks.data.pii import PiiConfig
 from tasks.data.quality import QualityConfig
+from tasks.data.refresh import RefreshConfig
 from tasks.data.synthetic import CrawlConfig
 from tasks.data.urlfilter import UrlFilterConfig
 from tasks.eval.benchmarks import BenchmarkConfig
@@ -48,6 +49,8 @@ class DataConfig(StageConfig):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    refresh: RefreshConfig = Field(default_factory=RefreshConfig,
+                                   description="What the recurring data refresh takes in, and its versioned dataset")
 
 
 class TokenizerConfig(StageConfig):

@@ -37,12 +37,15 @@ class DataResult(BaseModel):
 
 
 def per_file(crawl: Manifest) -> list[Manifest]:
-    """One manifest per WARC file, so each mapped task is keyed on its own file only."""
-    return [Manifest(stage=crawl.stage, files=[f], stats={"crawl": crawl.stats.get("crawl", "")})
+    """One manifest per WARC file, so each mapped task is keyed on its own file only. A refresh's
+    files may come from several crawls (`stats.crawls`: file sha256 → crawl id)."""
+    of_file = crawl.stats.get("crawls", {})
+    return [Manifest(stage=crawl.stage, files=[f], stats={"crawl": of_file.get(f.sha256, crawl.stats.get("crawl", ""))})
             for f in crawl.files]
 
 
-def dedup(stages: StageRuns, config: PipelineConfig, docs: list) -> tuple[list, PrefectFuture]:
+def dedup(stages: StageRuns, config: PipelineConfig, docs: list,
+          earlier: Manifest | None = None) -> tuple[list, PrefectFuture]:
     """Dedup's four mapped steps. Candidates need every file's signatures, so this is where the
     per-file streams meet; each step still starts as soon as its own inputs are ready."""
     cfg, work = config.data.dedup, stages.work_dir
@@ -50,7 +53,7 @@ def dedup(stages: StageRuns, config: PipelineConfig, docs: list) -> tuple[list, 
     signatures = stages.map(signatures_task, docs, shards, work_dir=unmapped(work), config=unmapped(cfg))
     bands = ([EXACT_BAND] if cfg.exact else []) + (list(range(cfg.bands)) if cfg.minhash else [])
     candidates = stages.map(candidates_task, unmapped(signatures), bands, work_dir=unmapped(work),
-                            config=unmapped(cfg))
+                            config=unmapped(cfg), earlier=unmapped(earlier))
     index = stages.submit(index_task, signatures, work, cfg)
     clusters = stages.submit(clusters_task, candidates, work)
     kept = stages.map(dedup_filter_task, docs, shards, clusters=unmapped(clusters), work_dir=unmapped(work))
@@ -77,20 +80,31 @@ def data_flow(config: PipelineConfig) -> DataResult:
     (threads, processes, Dask or Ray): read from each run's own parameters, so a run from the UI
     with another runner gets it."""
     with owned_work_dir(config, check_devices=False) as work:
-        runner = make_task_runner(config.data.runner)
-        return data_stages.with_options(task_runner=runner)(config, work)
+        return run_data_stages(config, work)
+
+
+def run_data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None,
+                    earlier: Manifest | None = None) -> DataResult:
+    """The data stages on the task runner `data.runner` names."""
+    runner = make_task_runner(config.data.runner)
+    return data_stages.with_options(task_runner=runner)(config, work, crawl, earlier)
 
 
 @flow(name="data-stages")
-def data_stages(config: PipelineConfig, work: str) -> DataResult:
+def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None,
+                earlier: Manifest | None = None) -> DataResult:
     """Every data stage maps over the crawl's WARC files; each file's stages run as soon as that
-    file's previous stage is done, whatever the other files are doing."""
+    file's previous stage is done, whatever the other files are doing.
+
+    A refresh gives `crawl` (the files it has not seen yet) and `earlier` (the dedup index of the
+    documents its dataset holds, none of which is admitted again); otherwise the source's whole
+    crawl is read."""
     logger = get_run_logger()
     cfg = config.data
     stages = StageRuns(work)
-    if cfg.source.kind == "synthetic":
+    if crawl is None and cfg.source.kind == "synthetic":
         crawl = stages.result(stages.submit(synthetic_crawl_task, work, cfg.crawl))
-    else:
+    elif crawl is None:
         crawl = stages.result(stages.submit(source_task, cfg.source))
     files = per_file(crawl)
     logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
@@ -98,12 +112,12 @@ def data_stages(config: PipelineConfig, work: str) -> DataResult:
     lists = load_url_lists(cfg.urlfilter)
     urls = stages.map(url_filter_task, files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter),
                       lists=unmapped(lists), source=unmapped(cfg.source))
-    extracted = stages.map(extract_task, urls, crawl=unmapped(crawl.stats["crawl"]), work_dir=unmapped(work),
+    extracted = stages.map(extract_task, urls, crawl=[f.stats["crawl"] for f in files], work_dir=unmapped(work),
                            config=unmapped(cfg.extract), source=unmapped(cfg.source))
     langs = stages.map(langid_task, extracted, work_dir=unmapped(work), config=unmapped(cfg.langid))
     good = stages.map(quality_task, langs, work_dir=unmapped(work), config=unmapped(cfg.quality))
     scrubbed = stages.map(pii_task, good, work_dir=unmapped(work), config=unmapped(cfg.pii))
-    docs, index = dedup(stages, config, scrubbed)
+    docs, index = dedup(stages, config, scrubbed, earlier)
     per_stage = {"urlfilter": urls, "extract": extracted, "langid": langs, "quality": good, "dedup": docs}
     accounting = stages.submit(accounting_task, per_stage, crawl, work)
     stages.wait()
@@ -114,7 +128,7 @@ def data_stages(config: PipelineConfig, work: str) -> DataResult:
     publish_accounting(accounting, work)
     kept, pages = accounting.stats["final_docs"], accounting.stats["input_docs"]
     logger.info("data: %d of %d pages kept", kept, pages)
-    if kept == 0:
+    if kept == 0 and earlier is None:  # a refresh may find only documents its dataset holds already
         raise StageFailed(f"stage 'data' produced no documents: nothing of the {pages} pages "
                           "survived the filters (see the data-removed artifact)")
     return DataResult(crawl=crawl, docs=[d.result() for d in docs], accounting=accounting, dedup_index=index)

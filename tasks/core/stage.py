@@ -30,11 +30,12 @@ def _map_manifests(value: Any, fn) -> Any:
 class StageTask:
     """A stage's Prefect task, built the first time it is used; see the module docstring."""
 
-    def __init__(self, fn, name: str, packages: tuple[str, ...], ignore: tuple[str, ...], options: dict[str, Any]):
+    def __init__(self, fn, name: str, packages: tuple[str, ...], ignore: tuple[str, ...], options: dict[str, Any],
+                 cached: bool = True):
         functools.update_wrapper(self, fn)
         self.__qualname__ = fn.__qualname__.removesuffix(".fn")  # the module attribute this is
         self.fn, self.name = fn, name
-        self._packages, self._ignore, self._options = packages, ignore, options
+        self._packages, self._ignore, self._options, self._cached = packages, ignore, options, cached
         self._task = None
         self._lock = threading.Lock()
 
@@ -44,10 +45,12 @@ class StageTask:
             with self._lock:
                 if self._task is None:
                     from prefect import task
+                    from prefect.cache_policies import NO_CACHE
 
                     from tasks.core.cache_policy import StageCache
 
-                    policy = StageCache(packages=self._packages, ignore=("work_dir", *self._ignore))
+                    policy = StageCache(packages=self._packages, ignore=("work_dir", *self._ignore)) \
+                        if self._cached else NO_CACHE
                     self._task = task(name=self.name, cache_policy=policy, persist_result=True,
                                       task_run_name=self.name, **self._options)(self.fn)
         return self._task
@@ -74,7 +77,7 @@ def _module_attribute(module: str, qualname: str) -> Any:
     return functools.reduce(getattr, qualname.split("."), importlib.import_module(module))
 
 
-def stage_task(name: str, packages: tuple[str, ...] = (), ignore: tuple[str, ...] = (),
+def stage_task(name: str, packages: tuple[str, ...] = (), ignore: tuple[str, ...] = (), cached: bool = True,
                **options: Any):
     """Decorate a stage's wrapper function as its task.
 
@@ -82,6 +85,9 @@ def stage_task(name: str, packages: tuple[str, ...] = (), ignore: tuple[str, ...
     sees manifests with absolute paths and returns them so; what crosses to the next stage (and
     into the result store) holds paths relative to `work_dir`. Results go to the storage the flow
     sets (<work>/.prefect-results), so a rerun in a fresh process finds them.
+
+    `cached=False` is for the few tasks whose answer depends on the world outside their inputs
+    (what a crawl listing holds today, what a dataset's ledger says): they run every time.
     """
 
     def decorate(fn) -> StageTask:
@@ -99,6 +105,6 @@ def stage_task(name: str, packages: tuple[str, ...] = (), ignore: tuple[str, ...
         # The module attribute of this name is the StageTask, so the wrapper is found (and pickled
         # by reference, as workers need) at <stage task>.fn.
         in_work_dir.__qualname__ = f"{fn.__qualname__}.fn"
-        return StageTask(in_work_dir, name, tuple(packages), tuple(ignore), options)
+        return StageTask(in_work_dir, name, tuple(packages), tuple(ignore), options, cached)
 
     return decorate

@@ -203,9 +203,13 @@ def signatures_task(docs: Manifest, shard: int, work_dir: str, config: DedupConf
 
 
 @stage_task("dedup-candidates")
-def candidates_task(signatures: list[Manifest], band: int, work_dir: str, config: DedupConfig) -> Manifest:
+def candidates_task(signatures: list[Manifest], band: int, work_dir: str, config: DedupConfig,
+                    earlier: Manifest | None = None) -> Manifest:
+    """`earlier`: the index files of documents already held (a refresh's dataset), beside the
+    config's `previous_index`; keyed by content, where the config's paths are keyed as strings."""
     files = [(m.stats["shard"], Path(m.files[0].path)) for m in signatures]
-    pairs = candidate_pairs(files, band, config.rows_per_band, previous_keys(config.previous_index, band))
+    held = config.previous_index + ([f.path for f in earlier.files] if earlier is not None else [])
+    pairs = candidate_pairs(files, band, config.rows_per_band, previous_keys(held, band))
     path = output_dir(work_dir) / "pairs.npy"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

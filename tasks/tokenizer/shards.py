@@ -78,7 +78,10 @@ def shard_ranges(lengths: np.ndarray, shard_tokens: int) -> list[tuple[int, int]
     return ranges
 
 
-def build_shards(doc_paths: list[str], tokenizer_path: str, out_dir: Path, config: ShardConfig) -> Manifest:
+def build_shards(doc_paths: list[str], tokenizer_path: str, out_dir: Path, config: ShardConfig,
+                 appending: bool = False) -> Manifest:
+    """Shard files of the documents, both splits. `appending` (a refresh adding documents to a
+    dataset that has both splits already) allows a split, or the whole batch, to be empty."""
     if not doc_paths:  # Arrow's own word for it is "Must pass at least one table"
         raise ShardError("no document files to shard")
     vocab = load_tokenizer(tokenizer_path).n_vocab
@@ -87,8 +90,11 @@ def build_shards(doc_paths: list[str], tokenizer_path: str, out_dir: Path, confi
     in_val = [is_val(ids[i], config.val_fraction) for i in order]
     splits = {"train": [i for i, v in zip(order, in_val) if not v], "val": [i for i, v in zip(order, in_val) if v]}
     for split, chosen in splits.items():
-        if not chosen:
+        if not chosen and not appending:
             raise ShardError(f"no documents for the {split} split ({len(ids)} documents in all)")
+    if not ids:
+        return Manifest(stage=STAGE, files=[], stats={split: {"documents": 0, "tokens": 0, "bytes": 0}
+                                                       for split in splits})
     # Both splits in one pass, so the worker processes start once.
     import pyarrow.compute as pc
 
@@ -99,7 +105,7 @@ def build_shards(doc_paths: list[str], tokenizer_path: str, out_dir: Path, confi
     entries, stats, first_doc = [], {}, 0
     for split, chosen in splits.items():
         doc_lengths = lengths[first_doc:first_doc + len(chosen)]
-        for shard, (first, end) in enumerate(shard_ranges(doc_lengths, config.shard_tokens)):
+        for shard, (first, end) in enumerate(shard_ranges(doc_lengths, config.shard_tokens) if chosen else []):
             lo, hi = offsets[first_doc + first], offsets[first_doc + end]
             path = out_dir / f"{split}-{shard:05d}.bin"
             write_shard_file(path, flat[lo:hi], doc_lengths[first:end], vocab)
@@ -117,3 +123,10 @@ def build_shards(doc_paths: list[str], tokenizer_path: str, out_dir: Path, confi
 def shards_task(docs: list[Manifest], tokenizer: Manifest, work_dir: str, config: ShardConfig) -> Manifest:
     paths = [f.path for m in docs for f in m.files]
     return build_shards(paths, tokenizer.files[0].path, output_dir(work_dir), config)
+
+
+@stage_task("token-shards-append", packages=("tiktoken", "numpy"))
+def append_shards_task(docs: list[Manifest], tokenizer: Manifest, work_dir: str, config: ShardConfig) -> Manifest:
+    """A refresh's new documents as shards, written with the dataset's tokenizer."""
+    paths = [f.path for m in docs for f in m.files]
+    return build_shards(paths, tokenizer.files[0].path, output_dir(work_dir), config, appending=True)
