@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from prefect import get_run_logger, unmapped
 from prefect.futures import PrefectFuture, wait
+from pydantic import BaseModel, ValidationError
 
 from tasks.core.lease import WorkDirBusy, held_lease, hold_work_dir
 from tasks.core.store import Manifest, results_dir
@@ -51,6 +52,55 @@ def check_machine(config: PipelineConfig) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise MachineUnfit(f"machine check: {problems[0]}{more}")
+
+
+def missing_fields(model: BaseModel, prefix: str = "") -> list[str]:
+    """Fields of a validated config (nested configs too) that its input did not give."""
+    out = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if name not in model.model_fields_set:
+            out.append(prefix + name)
+        elif isinstance(value, BaseModel):
+            out += missing_fields(value, f"{prefix}{name}.")
+    return out
+
+
+def given_fields(raw: dict, prefix: str = "") -> list[str]:
+    return [f for k, v in raw.items()
+            for f in (given_fields(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [prefix + k])]
+
+
+def run_config(config: PipelineConfig) -> PipelineConfig:
+    """The config a deployment run is meant to have.
+
+    Prefect merges a run's parameters into its deployment's at the top level only, so
+    `prefect deployment run ... --param config='{"train": {"sft": {"steps": 50}}}'` hands the flow
+    a config with every other field at its default, the work dir included. Here such a partial
+    config is merged, field by field, into the deployment's own config (the preset it was served
+    or deployed with), and the merge is logged. Flows called from Python, and complete configs
+    (what the UI's form sends), pass through unchanged.
+    """
+    from prefect.context import FlowRunContext
+
+    from flows.config import ConfigError, PipelineConfig, deep_merge, describe_validation_error
+
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx else None
+    raw = run.parameters.get("config") if run else None
+    if run is None or run.deployment_id is None or not isinstance(raw, dict) or not missing_fields(config):
+        return config
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        base = client.read_deployment(run.deployment_id).parameters.get("config") or {}
+    try:
+        merged = PipelineConfig.model_validate(deep_merge(base, raw))
+    except ValidationError as err:
+        raise ConfigError(f"invalid config: {describe_validation_error(err)}") from None
+    get_run_logger().info("config: the run gives %s; every other field is the deployment's",
+                          ", ".join(given_fields(raw)) or "nothing")
+    return merged
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError
 
 from flows.runners import RunnerConfig
 from tasks.chat.world import ChatDataConfig
+from tasks.core.dataset import DatasetRef
 from tasks.core.store import StageConfig
 from tasks.data.dedup import DedupConfig
 from tasks.data.extract import ExtractConfig
@@ -60,6 +61,8 @@ class TokenizerConfig(StageConfig):
 
 class TrainConfig(StageConfig):
     chat_data: ChatDataConfig = Field(default_factory=ChatDataConfig)
+    dataset: DatasetRef = Field(default_factory=DatasetRef,
+                                description="Pretrain on a refreshed dataset (data-refresh) instead of this run's shards")
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     sft: SftConfig = Field(default_factory=SftConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)

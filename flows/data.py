@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from pydantic import BaseModel
 
-from flows.common import StageFailed, StageRuns, owned_work_dir
+from flows.common import StageFailed, StageRuns, owned_work_dir, run_config
 from flows.config import PipelineConfig
 from flows.runners import make_task_runner
 from tasks.core.store import Manifest
@@ -79,6 +79,7 @@ def data_flow(config: PipelineConfig) -> DataResult:
     """Build the clean document set from the crawl, on the task runner `data.runner` names
     (threads, processes, Dask or Ray): read from each run's own parameters, so a run from the UI
     with another runner gets it."""
+    config = run_config(config)
     with owned_work_dir(config, check_devices=False) as work:
         return run_data_stages(config, work)
 

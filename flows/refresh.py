@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
-from flows.common import StageRuns, owned_work_dir
+from flows.common import StageRuns, owned_work_dir, run_config
 from flows.config import PipelineConfig
 from flows.data import run_data_stages
 from tasks.core.dataset import describe
@@ -39,6 +39,7 @@ class RefreshResult(BaseModel):
 
 @flow(name="data-refresh")
 def refresh_flow(config: PipelineConfig = PipelineConfig()) -> RefreshResult:
+    config = run_config(config)
     logger = get_run_logger()
     with owned_work_dir(config, check_devices=False) as work:
         cfg, stages = config.data, StageRuns(work)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from flows.common import StageRuns, owned_work_dir
+from flows.common import StageRuns, owned_work_dir, run_config
 from flows.config import PipelineConfig
 from tasks.core.store import Manifest
 from tasks.tokenizer.bpe import train_tokenizer_task
@@ -21,6 +21,7 @@ class TokenizerResult(BaseModel):
 def tokenizer_flow(config: PipelineConfig, docs: list[Manifest] | None = None) -> TokenizerResult:
     """Train the tokenizer and shard the documents. Without `docs`, the data flow supplies them
     (from its cache when nothing upstream changed)."""
+    config = run_config(config)
     with owned_work_dir(config, check_devices=False) as work:
         if docs is None:
             from flows.data import data_flow

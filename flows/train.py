@@ -12,7 +12,7 @@ import contextlib
 from prefect import flow
 from pydantic import BaseModel
 
-from flows.common import StageRuns, owned_work_dir
+from flows.common import StageRuns, owned_work_dir, run_config
 from flows.config import PipelineConfig
 from flows.tokenizer import TokenizerResult
 from tasks.chat.world import chat_data_task, source_fingerprint
@@ -21,6 +21,7 @@ from tasks.train.dpo import dpo_task
 from tasks.train.pretrain import pretrain_task
 from tasks.train.reward import reward_task
 from tasks.train.rlhf import rlhf_task
+from tasks.tokenizer.versions import dataset_shards_task
 from tasks.train.sft import sft_task
 
 
@@ -50,13 +51,17 @@ def gpu_slot(config: PipelineConfig):
 
 @flow(name="train")
 def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) -> TrainResult:
-    """Pretrain, then post-train. Without `tokens`, the tokenizer flow supplies them (cached)."""
+    """Pretrain, then post-train. Without `tokens`, the tokenizer flow supplies them (cached), or
+    with `train.dataset` set, a version of a refreshed dataset."""
+    config = run_config(config)
     with owned_work_dir(config) as work:
-        if tokens is None:
+        cfg, stages = config.train, StageRuns(work)
+        if tokens is None and cfg.dataset.dir:
+            tokens = TokenizerResult(**stages.result(stages.submit(dataset_shards_task, cfg.dataset, work)))
+        elif tokens is None:
             from flows.tokenizer import tokenizer_flow
 
             tokens = tokenizer_flow(config)
-        cfg, stages = config.train, StageRuns(work)
         chat_data = stages.submit(chat_data_task, work, cfg.chat_data, config.data.crawl.world(),
                                   source_fingerprint(cfg.chat_data))
         with gpu_slot(config):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from tasks.core.store import FileEntry, Manifest, atomic_path, file_entry, write_json
+from tasks.core.store import FileEntry, Manifest, StageConfig, atomic_path, file_entry, write_json
 
 LEDGER = "ledger.json"
 TOKENIZER = "tokenizer.json"
@@ -39,6 +39,15 @@ INDEX = "index.npz"
 
 class DatasetError(ValueError):
     """A dataset folder or version that cannot be read as asked; one line naming it."""
+
+
+class DatasetRef(StageConfig):
+    """Which shards of a refreshed dataset pretraining reads."""
+
+    dir: str | None = Field(None, description="A dataset folder the data refresh grows (relative: inside the work "
+                                              "dir); unset: pretrain on the pipeline's own shards")
+    version: int | None = Field(None, ge=1, description="The version to read as a whole; unset: the latest")
+    since: int | None = Field(None, ge=1, description="Read only the shards added after this version")
 
 
 class ProcessedFile(BaseModel):

@@ -6,7 +6,7 @@ Neither is cached: both read or write the dataset's ledger, whose state is not a
 
 from __future__ import annotations
 
-from tasks.core.dataset import MANIFEST, commit_version, read_ledger, read_version, version_dir
+from tasks.core.dataset import MANIFEST, DatasetRef, select_shards, commit_version, read_ledger, read_version, version_dir
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, file_entry
 from tasks.data.refresh import RefreshConfig, dataset_root
@@ -50,3 +50,14 @@ def commit_version_task(plan: Manifest, kept: list[Manifest], shards: Manifest, 
     path = version_dir(root, version.version) / MANIFEST
     return Manifest(stage="dataset", files=[file_entry(path)],
                     stats={"version": version.version, "added": version.added, "totals": version.totals})
+
+
+@stage_task("dataset-shards", cached=False)
+def dataset_shards_task(ref: DatasetRef, work_dir: str) -> dict:
+    """The tokenizer and shards of a dataset version, for pretraining (`train.dataset`). Not
+    cached: "the latest version" changes as refreshes commit; pretraining itself is keyed on
+    the shards' content, so it reruns only when the selection holds other shards."""
+    from pathlib import Path
+
+    tokenizer, shards = select_shards(Path(work_dir) / ref.dir, ref.version, ref.since)
+    return {"tokenizer": tokenizer, "shards": shards}

@@ -148,3 +148,22 @@ def test_pretraining_reads_the_dataset_whole_or_from_a_version(refreshes):
         select_shards(dataset, since=2)
     tokens = np.concatenate([read_shard(f.path)[0] for f in since_1.files])
     assert len(tokens) == sum(f.rows for f in since_1.files)
+
+
+def test_the_train_flow_pretrains_on_what_a_version_added(refreshes):
+    from flows.train import train_flow
+    from models.checkpoint import read_meta
+    from tasks.core.dataset import read_ledger
+    from tasks.tokenizer.tokenize import load_tokenizer
+    from tests.support.pipeline import micro_config
+
+    work = refreshes["work"]
+    config = micro_config(work, train={"dataset": {"dir": "dataset", "since": 1}})
+    with tally_stage_runs() as runs:
+        models = train_flow(config)
+    assert ("dataset-shards", "Completed") in runs and ("pretrain", "Completed") in runs
+    assert not {"train-tokenizer", "token-shards"} & {stage for stage, _ in runs}
+    meta = read_meta(work / models.base.files[0].path.rsplit("/", 1)[0])
+    dataset = work / "dataset"
+    vocab = load_tokenizer(str(dataset / read_ledger(dataset).tokenizer.path)).n_vocab
+    assert meta["model"]["vocab_size"] == vocab and meta["step"] == config.train.pretrain.steps
