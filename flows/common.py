@@ -13,7 +13,7 @@ from prefect.futures import PrefectFuture, wait
 from pydantic import BaseModel, ValidationError
 
 from tasks.core.lease import WorkDirBusy, held_lease, hold_work_dir
-from tasks.core.store import Manifest, results_dir
+from tasks.core.store import Manifest, is_url, results_dir
 
 if TYPE_CHECKING:
     from flows.config import PipelineConfig
@@ -142,10 +142,10 @@ class StageRuns:
     NotReady and are not blamed). The final states are what a run reports as executed or cached.
     """
 
-    def __init__(self, work_dir: str):
+    def __init__(self, work_dir: str, results: str | None = None):
         self.work_dir = work_dir
         # Set once here, rather than at import, because the work dir is a run parameter.
-        self.storage = results_dir(work_dir)
+        self.storage = result_storage(work_dir, results)
         self.runs: list[tuple[str, PrefectFuture]] = []
         self.labels: dict[Any, str] = {}  # task run id → the file it works on
 
@@ -222,6 +222,27 @@ class StageRuns:
     def states(self) -> list[tuple[str, str]]:
         """(stage, final state name) of every run: Completed (executed), Cached, Failed, NotReady."""
         return [(stage, future.state.name) for stage, future in self.runs]
+
+
+def result_storage(work_dir: str, results: str | None) -> Any:
+    """Where Prefect persists stage results and cache records: `<work>/.prefect-results` by default;
+    a path (a shared filesystem) or any fsspec URL (s3://bucket/prefix, gcs://...) when set, so a
+    retry on another machine finds what the first attempt cached. The stage outputs those records
+    point at live in the work dir, which the machines must then share too; a record whose files are
+    not there is a verified miss (tasks/core/caching.py), and the stage runs again."""
+    if not results:
+        return results_dir(work_dir)
+    if is_url(results):
+        import hashlib
+
+        from prefect.filesystems import RemoteFileSystem
+
+        # Prefect takes remote storage as a saved block (so workers can load it by name): one per
+        # URL, named after it, saved again on each run in case the server is a new one.
+        name = "crawl2chat-results-" + hashlib.sha256(results.encode()).hexdigest()[:12]
+        RemoteFileSystem(basepath=results.rstrip("/")).save(name, overwrite=True)
+        return f"remote-file-system/{name}"
+    return Path(results).resolve()
 
 
 def is_mapped(value: Any) -> bool:

@@ -82,6 +82,8 @@ class EvaluateConfig(StageConfig):
 
 class PipelineConfig(StageConfig):
     work_dir: str = Field("work", description="Where every stage writes; results and caches live here too")
+    results: str | None = Field(None, description="Where Prefect keeps stage results and cache records, if not in "
+                                                  "the work dir: a shared path, or an fsspec URL such as s3://bucket/p")
     data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

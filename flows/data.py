@@ -102,7 +102,7 @@ def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None
     crawl is read."""
     logger = get_run_logger()
     cfg = config.data
-    stages = StageRuns(work)
+    stages = StageRuns(work, config.results)
     if crawl is None and cfg.source.kind == "synthetic":
         crawl = stages.result(stages.submit(synthetic_crawl_task, work, cfg.crawl))
     elif crawl is None:

@@ -42,7 +42,7 @@ def refresh_flow(config: PipelineConfig = PipelineConfig()) -> RefreshResult:
     config = run_config(config)
     logger = get_run_logger()
     with owned_work_dir(config, check_devices=False) as work:
-        cfg, stages = config.data, StageRuns(work)
+        cfg, stages = config.data, StageRuns(work, config.results)
         synthetic = stages.submit(synthetic_crawl_task, work, cfg.crawl) if cfg.source.kind == "synthetic" else None
         plan = stages.result(stages.submit(plan_refresh_task, cfg.source, cfg.refresh, synthetic, work))
         held = stages.result(stages.submit(dataset_held_task, work, cfg.refresh))

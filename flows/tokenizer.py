@@ -27,7 +27,7 @@ def tokenizer_flow(config: PipelineConfig, docs: list[Manifest] | None = None) -
             from flows.data import data_flow
 
             docs = data_flow(config).docs
-        cfg, stages = config.tokenizer, StageRuns(work)
+        cfg, stages = config.tokenizer, StageRuns(work, config.results)
         tokenizer = stages.submit(train_tokenizer_task, docs, work, cfg.bpe)
         shards = stages.submit(shards_task, docs, tokenizer, work, cfg.shards)
         stages.wait()

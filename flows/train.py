@@ -55,7 +55,7 @@ def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) ->
     with `train.dataset` set, a version of a refreshed dataset."""
     config = run_config(config)
     with owned_work_dir(config) as work:
-        cfg, stages = config.train, StageRuns(work)
+        cfg, stages = config.train, StageRuns(work, config.results)
         if tokens is None and cfg.dataset.dir:
             tokens = TokenizerResult(**stages.result(stages.submit(dataset_shards_task, cfg.dataset, work)))
         elif tokens is None:
