@@ -22,6 +22,7 @@ from tasks.data.accounting import accounting_task
 from tasks.data.commoncrawl import source_task
 from tasks.data.dedup import EXACT_BAND, candidates_task, clusters_task, dedup_filter_task, index_task, signatures_task
 from tasks.data.extract import extract_task
+from tasks.data.fetch import stage_retry_options
 from tasks.data.langid import langid_task
 from tasks.data.pii import pii_task
 from tasks.data.quality import quality_task
@@ -111,9 +112,10 @@ def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None
     logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
 
     lists = load_url_lists(cfg.urlfilter)
-    urls = stages.map(url_filter_task, files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter),
+    reading = stage_retry_options(cfg.source)  # the stages that read crawl files retry network failures
+    urls = stages.map(url_filter_task.with_options(**reading), files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter),
                       lists=unmapped(lists), source=unmapped(cfg.source))
-    extracted = stages.map(extract_task, urls, crawl=[f.stats["crawl"] for f in files], work_dir=unmapped(work),
+    extracted = stages.map(extract_task.with_options(**reading), urls, crawl=[f.stats["crawl"] for f in files], work_dir=unmapped(work),
                            config=unmapped(cfg.extract), source=unmapped(cfg.source))
     langs = stages.map(langid_task, extracted, work_dir=unmapped(work), config=unmapped(cfg.langid))
     good = stages.map(quality_task, langs, work_dir=unmapped(work), config=unmapped(cfg.quality))

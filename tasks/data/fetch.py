@@ -45,10 +45,33 @@ class SourceConfig(StageConfig):
     retries: int = Field(5, ge=0, description="Attempts after the first, per request")
     backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry")
     timeout_s: float = Field(60.0, gt=0)
+    stage_retries: int = Field(2, ge=0, description="Runs of a reading stage again, for one file, after its reads "
+                                                    "gave up (an outage longer than the per-request retries)")
+    stage_retry_delay_s: float = Field(60.0, ge=0, description="Wait before the first stage retry; ×4 for each next")
 
 
 class SourceError(RuntimeError):
     pass
+
+
+def gave_up_reading(task, task_run, state) -> bool:
+    """Retry a stage only when reading its file gave up (SourceError): a bug or a damaged file
+    fails the same way on every attempt, so retrying it would only delay the failure."""
+    try:
+        state.result()
+    except SourceError:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure is not the network's
+        return False
+    return False
+
+
+def stage_retry_options(config: SourceConfig) -> dict:
+    """Prefect task options for a stage that reads crawl files: retries with backoff, for network
+    failures only."""
+    delays = [config.stage_retry_delay_s * 4 ** i for i in range(config.stage_retries)]
+    return {"retries": config.stage_retries, "retry_delay_seconds": delays or 0, "retry_jitter_factor": 0.2,
+            "retry_condition_fn": gave_up_reading}
 
 
 class ResumableHTTPStream(io.RawIOBase):
