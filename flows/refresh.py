@@ -22,8 +22,8 @@ from pydantic import BaseModel
 from flows.common import StageRuns, owned_work_dir, run_config
 from flows.config import PipelineConfig
 from flows.data import run_data_stages
-from tasks.core.dataset import describe
-from tasks.data.refresh import dataset_root, plan_refresh_task
+from tasks.core.dataset import dataset_root, describe
+from tasks.data.commoncrawl import plan_refresh_task
 from tasks.data.synthetic import synthetic_crawl_task
 from tasks.tokenizer.bpe import train_tokenizer_task
 from tasks.tokenizer.shards import append_shards_task
@@ -45,8 +45,8 @@ def refresh_flow(config: PipelineConfig = PipelineConfig()) -> RefreshResult:
         cfg, stages = config.data, StageRuns(work, config.results)
         synthetic = stages.submit(synthetic_crawl_task, work, cfg.crawl) if cfg.source.kind == "synthetic" else None
         plan = stages.result(stages.submit(plan_refresh_task, cfg.source, cfg.refresh, synthetic, work))
-        held = stages.result(stages.submit(dataset_held_task, work, cfg.refresh))
-        root = str(dataset_root(work, cfg.refresh))
+        held = stages.result(stages.submit(dataset_held_task, work, cfg.refresh.dataset))
+        root = str(dataset_root(work, cfg.refresh.dataset))
         if not plan.files:
             stages.wait()
             logger.info("refresh: no new crawl file; the dataset stays at version %s", held["version"])
@@ -58,7 +58,7 @@ def refresh_flow(config: PipelineConfig = PipelineConfig()) -> RefreshResult:
         tokenizer = held["tokenizer"] or stages.submit(train_tokenizer_task, data.docs, work, config.tokenizer.bpe)
         shards = stages.submit(append_shards_task, data.docs, tokenizer, work, config.tokenizer.shards)
         version = stages.submit(commit_version_task, plan, data.docs, shards, tokenizer, data.dedup_index, work,
-                                cfg.refresh)
+                                cfg.refresh.dataset, cfg.refresh.keep_versions)
         stages.wait()
 
     committed = version.result()

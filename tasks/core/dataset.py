@@ -87,6 +87,11 @@ class Version(BaseModel):
     totals: dict[str, dict[str, int]] = Field(description="split → {documents, tokens, shards} of the whole version")
 
 
+def dataset_root(work_dir: str | Path, dataset: str) -> Path:
+    """A dataset folder: relative to the work dir, or absolute."""
+    return Path(work_dir) / dataset
+
+
 def version_dir(root: Path, version: int) -> Path:
     return root / f"v{version:04d}"
 

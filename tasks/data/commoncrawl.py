@@ -14,9 +14,11 @@ import hashlib
 import random
 from pathlib import Path
 
+from tasks.core.dataset import dataset_root, read_ledger
 from tasks.core.stage import stage_task
 from tasks.core.store import FileEntry, Manifest, file_entry
-from tasks.data.fetch import SourceConfig, SourceError, is_url, open_uri
+from tasks.data.fetch import SourceConfig, SourceError, gave_up_reading, is_url, open_uri
+from tasks.data.refresh import RefreshConfig, plan_refresh, resolve_crawls
 
 
 def crawl_listing(config: SourceConfig) -> list[str]:
@@ -70,9 +72,34 @@ def list_sources(config: SourceConfig) -> Manifest:
     return Manifest(stage="crawl", files=files, stats={"crawl": crawl, "files": len(files)})
 
 
-# --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
+def candidate_files(source: SourceConfig, refresh: RefreshConfig, synthetic: Manifest | None) -> list[tuple[str, FileEntry]]:
+    """Every (crawl id, WARC file entry) the refresh may take in, in processing order."""
+    if source.kind == "commoncrawl":
+        out = []
+        for crawl in resolve_crawls(refresh, source):
+            listed = crawl_listing(source.model_copy(update={"crawl_id": crawl}))
+            out += [(crawl, remote_entry(uri)) for uri in sample_uris(listed, source.sample, source.seed)]
+    elif source.kind == "files":
+        out = [("files", entry) for entry in list_sources(source).files]
+    elif synthetic is not None:
+        out = [(synthetic.stats["crawl"], entry) for entry in synthetic.files]
+    else:
+        raise SourceError("the synthetic source needs its crawl generated before planning a refresh")
+    return out
+
+
+# --- The stages' tasks (tasks/core/stage.py) -------------------------------------------------------
 
 
 @stage_task("crawl-source", retries=2, retry_delay_seconds=10)
 def source_task(config: SourceConfig) -> Manifest:
     return list_sources(config)
+
+
+# Not cached: the answer depends on what the crawl listing and the dataset's ledger say when it runs.
+@stage_task("refresh-plan", cached=False, retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=gave_up_reading)
+def plan_refresh_task(source: SourceConfig, refresh: RefreshConfig, synthetic: Manifest | None,
+                      work_dir: str) -> Manifest:
+    """The crawl files a data refresh takes in now (tasks/data/refresh.py)."""
+    ledger = read_ledger(dataset_root(work_dir, refresh.dataset))
+    return plan_refresh(candidate_files(source, refresh, synthetic), ledger, refresh.max_files, synthetic)

@@ -6,19 +6,18 @@ month's crawl is picked up without a config change. Each crawl's files come from
 warc.paths.gz listing (sampled as `data.source.sample` says); the dataset's ledger
 (tasks/core/dataset.py) says which of them earlier refreshes already processed. With the
 synthetic or local-file source, the "crawl" is that fixed set of files, taken in once.
+
+The refresh's plan task lives with the crawl sources (tasks/data/commoncrawl.py), which list the files.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from pydantic import Field
 
-from tasks.core.dataset import Ledger, read_ledger
-from tasks.core.stage import stage_task
+from tasks.core.dataset import Ledger
 from tasks.core.store import Manifest, StageConfig
-from tasks.data.commoncrawl import crawl_listing, list_sources, remote_entry, sample_uris
 from tasks.data.fetch import SourceConfig, SourceError, open_uri
 
 LATEST = "latest"
@@ -62,22 +61,6 @@ def resolve_crawls(refresh: RefreshConfig, source: SourceConfig) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def candidate_files(source: SourceConfig, refresh: RefreshConfig, synthetic: Manifest | None) -> list[tuple[str, Manifest]]:
-    """Every (crawl id, one-file manifest) the refresh may take in, in processing order."""
-    if source.kind == "commoncrawl":
-        out = []
-        for crawl in resolve_crawls(refresh, source):
-            listed = crawl_listing(source.model_copy(update={"crawl_id": crawl}))
-            out += [(crawl, remote_entry(uri)) for uri in sample_uris(listed, source.sample, source.seed)]
-    elif source.kind == "files":
-        out = [("files", entry) for entry in list_sources(source).files]
-    elif synthetic is not None:
-        out = [(synthetic.stats["crawl"], entry) for entry in synthetic.files]
-    else:
-        raise SourceError("the synthetic source needs its crawl generated before planning a refresh")
-    return out
-
-
 def plan_refresh(candidates: list, ledger: Ledger, max_files: int, synthetic: Manifest | None = None) -> Manifest:
     """The crawl manifest of the files to process now: unseen by the ledger, at most `max_files`.
     `stats.crawls` maps each file (by its sha256: paths change form between a task and its flow) to
@@ -89,18 +72,3 @@ def plan_refresh(candidates: list, ledger: Ledger, max_files: int, synthetic: Ma
     return Manifest(stage="crawl", files=[entry for _, entry in now], extras=extras,
                     stats={"crawl": "+".join(crawls), "crawls": {entry.sha256: crawl for crawl, entry in now},
                            "files": len(now), "waiting": len(unseen) - len(now)})
-
-
-def dataset_root(work_dir: str | Path, refresh: RefreshConfig) -> Path:
-    return Path(work_dir) / refresh.dataset  # an absolute `dataset` replaces the work dir
-
-
-# --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
-
-
-# Not cached: the answer depends on what the crawl listing and the ledger say when it runs.
-@stage_task("refresh-plan", cached=False, retries=2, retry_delay_seconds=[10, 60])
-def plan_refresh_task(source: SourceConfig, refresh: RefreshConfig, synthetic: Manifest | None,
-                      work_dir: str) -> Manifest:
-    ledger = read_ledger(dataset_root(work_dir, refresh))
-    return plan_refresh(candidate_files(source, refresh, synthetic), ledger, refresh.max_files, synthetic)

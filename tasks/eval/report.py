@@ -4,7 +4,9 @@ manifests and the evaluation's results, runs no model."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
 
 from pydantic import Field
@@ -16,21 +18,17 @@ from tasks.eval.runs import RESULTS, earlier_runs, runs_table
 from tasks.eval.scorecard import evaluation_section
 
 
-def mermaid_line(title: str, points: list[list[float]], y_label: str, max_points: int = 40) -> str:
-    """A mermaid xychart of (step, value) points, thinned to at most `max_points` (two or more), the
-    first and the last among them."""
-    if not points:
-        return ""
-    # Every stride-th point and then the last: with the stride rounded up over the gaps between points,
-    # that is never more than max_points (len // max_points let 80 points through as 41).
-    stride = max(1, -(-(len(points) - 1) // max(1, max_points - 1)))
-    kept = points[::stride]
-    if kept[-1] != points[-1]:
-        kept.append(points[-1])
-    xs = ", ".join(str(int(p[0])) for p in kept)
-    ys = ", ".join(f"{p[1]:.4f}" for p in kept)
-    return (f'```mermaid\nxychart-beta\n  title "{title}"\n  x-axis "step" [{xs}]\n'
-            f'  y-axis "{y_label}"\n  line [{ys}]\n```\n')
+# The card's plots: the file names plot_curves and plot_scores write beside report.md, and each one's alt text.
+PLOTS = {"pretrain_loss.png": "Pretraining: train loss and val bits per byte",
+         "sft_loss.png": "SFT: train and held-out loss", "reward_loss.png": "Reward model: Bradley-Terry loss",
+         "rlhf.png": "RLHF: mean reward and KL to SFT", "dpo.png": "DPO: loss and margin",
+         "scores.png": "Every score with its 95% interval and the best trivial baseline"}
+
+
+def _image(name: str, plots: list[str]) -> str:
+    """A link to a plot beside the card (a PNG: the Prefect UI does not draw mermaid xycharts), or
+    nothing when that plot was not written."""
+    return f"![{PLOTS[name]}]({name})\n" if name in plots else ""
 
 
 def _table(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -43,8 +41,9 @@ def _table(rows: list[dict], columns: list[str] | None = None) -> str:
 
 
 def report_card(m: dict[str, Manifest], data_report: dict, scores: dict[str, dict], sets: dict,
-                check: dict | None) -> str:
-    """The whole card: each stage's own figures, then the evaluation (tasks/eval/scorecard.py)."""
+                check: dict | None, plots: list[str]) -> str:
+    """The whole card: each stage's own figures, then the evaluation (tasks/eval/scorecard.py);
+    `plots` names the PNG files beside it, shown where they belong."""
     pre, sft, rm = (m[k].stats for k in ("pretrain", "sft", "reward"))
     samples = scores.get("base", {}).get("samples", [])
     shards = m["shards"].stats
@@ -70,7 +69,7 @@ def report_card(m: dict[str, Manifest], data_report: dict, scores: dict[str, dic
             f"{pre['unigram_bpb']:.4f})",
             f"- throughput: {m['pretrain'].info.get('tokens_per_s') or 0:,.0f} tokens/s"
             + (f", MFU {100 * m['pretrain'].info['mfu']:.1f}%" if m["pretrain"].info.get("mfu") else ""), "",
-            mermaid_line("Pretraining loss", pre["history"]["train_loss"], "loss")]
+            _image("pretrain_loss.png", plots)]
     if samples:
         out += ["Samples (temperature 0.8):", ""]
         out += [f"- *{s['prompt']}* → {s['completion']!r}" for s in samples] + [""]
@@ -80,13 +79,13 @@ def report_card(m: dict[str, Manifest], data_report: dict, scores: dict[str, dic
         out += [f"- step {s['step']}: *{s['prompt']}* → {s['completion']!r}" for s in during] + [""]
     out += ["## SFT", "",
             f"- held-out loss on assistant tokens: {sft['heldout_loss_before']:.3f} → {sft['heldout_loss_after']:.3f}",
-            "", "Held-out prompts (greedy):", ""]
+            "", _image("sft_loss.png", plots), "Held-out prompts (greedy):", ""]
     out += [f"- **{s['prompt']}** → {s['reply']!r} "
             + ("(stopped at <|assistant_end|>)" if s["stopped"] else "(did not stop)") for s in sft["samples"]] + [""]
     out += ["## Reward model", "",
             f"- held-out pairwise accuracy: **{rm['heldout_accuracy']:.3f}** "
             f"(before training {rm['heldout_accuracy_before']:.3f}, {rm['heldout_pairs']} pairs; per skill, "
-            "with intervals, under Evaluation)", ""]
+            "with intervals, under Evaluation)", "", _image("reward_loss.png", plots)]
     if "rlhf" in m:
         rl = m["rlhf"].stats
         if rl.get("eval_columns"):  # before training, then every evaluation step
@@ -95,8 +94,7 @@ def report_card(m: dict[str, Manifest], data_report: dict, scores: dict[str, dic
                     "interval; pass@k, reward and KL to the SFT model of k samples per prompt:")
         else:
             rows, held = [{"": "before", **rl["before"]}, {"": "after", **rl["after"]}], "Held-out prompts:"
-        out += ["## RLHF", "", held, "", _table(rows),
-                mermaid_line("RL mean reward", [[p[0], p[1]] for p in rl["curve"]], "reward")]
+        out += ["## RLHF", "", held, "", _table(rows), _image("rlhf.png", plots)]
         if rl.get("curve_columns") and rl["curve"]:  # the last step's diagnostics
             out += ["Last step:", "", _table([dict(zip(rl["curve_columns"], rl["curve"][-1]))])]
     if "dpo" in m:
@@ -104,9 +102,9 @@ def report_card(m: dict[str, Manifest], data_report: dict, scores: dict[str, dic
         out += ["## DPO", "",
                 f"- held-out implicit-reward accuracy: **{dpo['heldout_accuracy']:.3f}** (at the start every "
                 f"pair ties: {dpo['heldout_accuracy_before']:.3f}; {dpo['heldout_pairs']} pairs), mean margin "
-                f"{dpo['heldout_margin']:.3f}", "",
-                mermaid_line("DPO loss", [[p[0], p[1]] for p in dpo["curve"]], "loss")]
-    out += evaluation_section(scores, sets, check)
+                f"{dpo['heldout_margin']:.3f}", "", _image("dpo.png", plots)]
+    evaluation = evaluation_section(scores, sets, check)
+    out += evaluation[:2] + [_image("scores.png", plots)] + evaluation[2:]  # the overview under the heading
     return "\n".join(out) + "\n"
 
 
@@ -194,6 +192,42 @@ def plot_scores(evaluations: dict[str, dict], out_dir: Path) -> Path | None:
     return out_dir / "scores.png"
 
 
+# --- The card as Prefect artifacts: what the UI can show of report.md and results.json ---------------
+
+# Prefect 3.9.1's server stores an artifact of any size, but refuses to publish an event over 1.5 MB
+# (PREFECT_SERVER_EVENTS_MAXIMUM_SIZE_BYTES), and an artifact's lifecycle event carries its data.
+ARTIFACT_BUDGET = 1_000_000
+_PNG_LINK = re.compile(r"!\[([^\]]*)\]\(([^)/\\]+\.png)\)")
+
+
+def embedded_card(report: Path, budget: int = ARTIFACT_BUDGET) -> str:
+    """report.md with each PNG beside it inlined as a data: URI, which both Prefect UIs show (the UI
+    cannot load a file from the work dir). A plot that would take the card past `budget` characters
+    is named instead, so no broken image is left."""
+    markdown = report.read_text()
+    size = len(markdown)
+
+    def inline(link: re.Match) -> str:
+        nonlocal size
+        alt, name = link.groups()
+        path = report.parent / name
+        if not path.is_file():
+            return f"*({alt}: {name} is missing)*"
+        uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+        if size + len(uri) > budget:
+            return f"*({alt}: {name} in the work dir, too large to embed here)*"
+        size += len(uri)
+        return f"![{alt}]({uri})"
+
+    return _PNG_LINK.sub(inline, markdown)
+
+
+def score_rows(headline: dict[str, dict]) -> list[dict]:
+    """One row per (model, score) of results.json's headline: accuracy, 95% interval, n."""
+    return [{"model": model, "score": name, **figure} for model, stats in headline.items()
+            for name, figure in stats.items() if isinstance(figure, dict)]
+
+
 # --- The report-card stage: the card, its plots and results.json, for runs to be compared ------------
 
 STAGE = "report-card"
@@ -210,11 +244,12 @@ def write_report(m: dict[str, Manifest], evaluations: dict[str, Manifest], check
     scores = {name: json.loads(Path(e.files[0].path).read_text()) for name, e in evaluations.items()}
     checked = json.loads(Path(check.files[0].path).read_text()) if check else None
     plots = plot_curves(m, out_dir) + [p for p in [plot_scores(scores, out_dir)] if p]
-    markdown = report_card(m, data_report, scores, sets.stats, checked)
-    current = {"config": run_config, "headline": {name: e.stats for name, e in evaluations.items()}}
+    markdown = report_card(m, data_report, scores, sets.stats, checked, [p.name for p in plots])
+    # What the data stages removed rides along for the data-removed artifact (flows/evaluate.py).
+    current = {"config": run_config, "headline": {name: e.stats for name, e in evaluations.items()},
+               "data_removed": [r for r in data_report["removed"] if r["docs"]]}
     results = write_json(out_dir / RESULTS, current)
     markdown += "\n".join(runs_table(current, earlier_runs(work_dir, STAGE, config.compare, results)))
-    markdown += "\n## Plots\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
     report = write_text(out_dir / "report.md", markdown)
     return Manifest(stage=STAGE, files=[file_entry(report)] + [file_entry(p) for p in plots] + [file_entry(results)],
                     stats={name: e.stats for name, e in evaluations.items()})

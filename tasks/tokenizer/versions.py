@@ -6,10 +6,10 @@ Neither is cached: both read or write the dataset's ledger, whose state is not a
 
 from __future__ import annotations
 
-from tasks.core.dataset import MANIFEST, DatasetRef, select_shards, commit_version, read_ledger, read_version, version_dir
+from tasks.core.dataset import (MANIFEST, DatasetRef, commit_version, dataset_root, read_ledger, read_version,
+                                select_shards, version_dir)
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, file_entry
-from tasks.data.refresh import RefreshConfig, dataset_root
 
 
 def taken_files(plan: Manifest, kept: list[Manifest]) -> dict[str, list]:
@@ -27,11 +27,11 @@ def taken_files(plan: Manifest, kept: list[Manifest]) -> dict[str, list]:
 
 
 @stage_task("dataset-held", cached=False)
-def dataset_held_task(work_dir: str, refresh: RefreshConfig) -> dict:
+def dataset_held_task(work_dir: str, dataset: str) -> dict:
     """What the dataset holds already: its latest version (None before the first), the tokenizer
     its shards are written with, and the dedup index of all its documents (a refresh admits none
     of them again)."""
-    root = dataset_root(work_dir, refresh)
+    root = dataset_root(work_dir, dataset)
     ledger = read_ledger(root)
     if not ledger.versions:
         return {"version": None, "tokenizer": None, "index": None}
@@ -43,10 +43,10 @@ def dataset_held_task(work_dir: str, refresh: RefreshConfig) -> dict:
 
 @stage_task("dataset-commit", cached=False)
 def commit_version_task(plan: Manifest, kept: list[Manifest], shards: Manifest, tokenizer: Manifest,
-                        index: Manifest, work_dir: str, refresh: RefreshConfig) -> Manifest:
+                        index: Manifest, work_dir: str, dataset: str, keep_versions: int) -> Manifest:
     """The new shards and dedup keys committed as the dataset's next version; its manifest."""
-    root = dataset_root(work_dir, refresh)
-    version = commit_version(root, tokenizer.files[0], shards, index.files[0], taken_files(plan, kept), refresh.keep_versions)
+    root = dataset_root(work_dir, dataset)
+    version = commit_version(root, tokenizer.files[0], shards, index.files[0], taken_files(plan, kept), keep_versions)
     path = version_dir(root, version.version) / MANIFEST
     return Manifest(stage="dataset", files=[file_entry(path)],
                     stats={"version": version.version, "added": version.added, "totals": version.totals})
@@ -57,7 +57,5 @@ def dataset_shards_task(ref: DatasetRef, work_dir: str) -> dict:
     """The tokenizer and shards of a dataset version, for pretraining (`train.dataset`). Not
     cached: "the latest version" changes as refreshes commit; pretraining itself is keyed on
     the shards' content, so it reruns only when the selection holds other shards."""
-    from pathlib import Path
-
-    tokenizer, shards = select_shards(Path(work_dir) / ref.dir, ref.version, ref.since)
+    tokenizer, shards = select_shards(dataset_root(work_dir, ref.dir), ref.version, ref.since)
     return {"tokenizer": tokenizer, "shards": shards}
