@@ -3,7 +3,7 @@ report card published (markdown and plots in the work dir, and as Prefect artifa
 
 from __future__ import annotations
 
-import base64
+import json
 import shutil
 from pathlib import Path
 
@@ -18,7 +18,8 @@ from flows.train import TrainResult
 from tasks.core.store import Manifest, atomic_path, write_json
 from tasks.eval.benchmarks import benchmark_sets_task, source_fingerprint
 from tasks.eval.evaluate import evaluate_model_task
-from tasks.eval.report import report_card_task
+from tasks.eval.report import embedded_card, report_card_task, score_rows
+from tasks.eval.runs import RESULTS
 from tasks.eval.reward_check import reward_check_task
 from tasks.train.checkpoints import checkpoint_at
 
@@ -75,13 +76,15 @@ def publish(card: Manifest, work: str, tokens: TokenizerResult, models: TrainRes
     write_json(Path(work) / "models.json", {name: Path(m.files[0].path).parent.as_posix() for name, m in
                                             {"base": models.base, **models.chat_models()}.items()}
                | {"tokenizer": tokens.tokenizer.files[0].path})
-    create_markdown_artifact(Path(card.files[0].path).read_text(), key="report-card",
-                             description="crawl2chat report card")
-    rows = [{"model": model, "score": name, **figure} for model, stats in card.stats.items()
-            for name, figure in stats.items() if isinstance(figure, dict)]
-    create_table_artifact(rows, key="scores", description="Every score: accuracy, 95% interval, n")
-    plots = [Path(e.path) for e in card.files if e.path.endswith(".png")]
-    # The UI shows markdown, not files: the plots go in as data URIs.
-    create_markdown_artifact("\n\n".join(f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
-                                         for p in plots), key="report-plots", description="Training curves and scores")
+    publish_artifacts(work)
     return str(report)
+
+
+def publish_artifacts(work: str) -> None:
+    """The report card (its plots inlined) and every score, from <work>/report.md and results.json,
+    as artifacts of the flow run this is called in: Prefect attaches an artifact to the run whose
+    context creates it, so the pipeline calls this again for its own run, the one a user opens."""
+    create_markdown_artifact(embedded_card(Path(work) / "report.md"), key="report-card",
+                             description=f"crawl2chat report card (files in {work})")
+    headline = json.loads((Path(work) / RESULTS).read_text())["headline"]
+    create_table_artifact(score_rows(headline), key="scores", description="Every score: accuracy, 95% interval, n")

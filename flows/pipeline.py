@@ -6,8 +6,8 @@ from prefect import flow, get_run_logger
 
 from flows.common import owned_work_dir
 from flows.config import PipelineConfig
-from flows.data import data_flow
-from flows.evaluate import evaluate_flow
+from flows.data import data_flow, publish_accounting
+from flows.evaluate import evaluate_flow, publish_artifacts
 from flows.tokenizer import tokenizer_flow
 from flows.train import train_flow
 
@@ -16,10 +16,13 @@ from flows.train import train_flow
 def pipeline(config: PipelineConfig = PipelineConfig()) -> str:
     """From a crawl to a chat model and its report card. Every stage is cached: a rerun with
     nothing changed re-executes nothing, and a change re-executes only what depends on it."""
-    with owned_work_dir(config):
+    with owned_work_dir(config) as work:
         data = data_flow(config)
         tokens = tokenizer_flow(config, data.docs)
         models = train_flow(config, tokens)
         report = evaluate_flow(config, data, tokens, models)
+        # The subflows' artifacts hang off their own runs: the results again on this run, the one a user opens.
+        publish_accounting(data.accounting, work)
+        publish_artifacts(work)
     get_run_logger().info("report card: %s", report)
     return report

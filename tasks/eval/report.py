@@ -245,9 +245,7 @@ def write_report(m: dict[str, Manifest], evaluations: dict[str, Manifest], check
     checked = json.loads(Path(check.files[0].path).read_text()) if check else None
     plots = plot_curves(m, out_dir) + [p for p in [plot_scores(scores, out_dir)] if p]
     markdown = report_card(m, data_report, scores, sets.stats, checked, [p.name for p in plots])
-    # What the data stages removed rides along for the data-removed artifact (flows/evaluate.py).
-    current = {"config": run_config, "headline": {name: e.stats for name, e in evaluations.items()},
-               "data_removed": [r for r in data_report["removed"] if r["docs"]]}
+    current = {"config": run_config, "headline": {name: e.stats for name, e in evaluations.items()}}
     results = write_json(out_dir / RESULTS, current)
     markdown += "\n".join(runs_table(current, earlier_runs(work_dir, STAGE, config.compare, results)))
     report = write_text(out_dir / "report.md", markdown)

@@ -4,8 +4,10 @@ and a rerun after a failure re-executes only the failed stage and what follows i
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import re
 import shutil
 
 import pytest
@@ -57,6 +59,41 @@ def test_first_run_executes_every_stage_and_writes_the_report(first_run):
     for heading in ("## Data", "val bits per byte", "## SFT", "pairwise accuracy", "## RLHF"):
         assert heading in report
     assert (work / ".prefect-results").is_dir()
+
+
+def test_the_run_a_user_opens_holds_the_report_card_with_its_plots_and_the_tables(first_run):
+    """Artifacts attach to the run that creates them: the pipeline's own run (not only its evaluate
+    subflow's) has the card, each plot in it as a PNG data URI (the UI can load no work-dir file and
+    prints mermaid xycharts as code), the scores and the data flow's tables."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter,
+                                                FlowRunFilterParentFlowRunId)
+
+    from tasks.eval.report import ARTIFACT_BUDGET
+
+    work, state, _ = first_run
+    top = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(top).parent_task_run_id is None  # the top-level run
+        subflows = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[top])))
+        [evaluate] = [r.id for r in subflows if client.read_flow(r.flow_id).name == "evaluate"]
+        artifacts = {run: {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run])))} for run in (top, evaluate)}
+    assert set(artifacts[evaluate]) == {"report-card", "scores"}
+    # And the data flow's: what each filter removed, its scores against the labels, rejected samples.
+    assert set(artifacts[top]) == {"report-card", "scores", "data-removed", "data-filter-scores", "data-reject-samples"}
+    card = artifacts[top]["report-card"].data
+    assert card == artifacts[evaluate]["report-card"].data
+    assert card.startswith("# crawl2chat report card") and "```mermaid" not in card and len(card) < ARTIFACT_BUDGET
+    inlined = re.findall(r"\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", card)
+    pngs = sorted(work.glob("*.png"))  # the copies beside <work>/report.md: 4 curves and the scores
+    assert len(pngs) == 5 and sorted(base64.b64decode(uri) for uri in inlined) == sorted(p.read_bytes() for p in pngs)
+    scores = json.loads(artifacts[top]["scores"].data)
+    assert {r["model"] for r in scores} == {"base", "sft", "rlhf"}
+    assert {"accuracy", "low", "high", "n"} <= set(next(r for r in scores if r["score"] == "skill/arithmetic"))
+    removed = json.loads(artifacts[top]["data-removed"].data)
+    assert {"stage", "reason", "docs", "share"} <= set(removed[0]) and any(r["reason"] == "(kept)" for r in removed)
 
 
 def test_an_earlier_checkpoint_is_scored_beside_the_runs_own_models(first_run):

@@ -3,38 +3,17 @@ and sections without data (an empty curve, a stage that removed nothing) are lef
 
 from __future__ import annotations
 
+import base64
+import re
+from pathlib import Path
+
 import pytest
 
 from tasks.core.store import Manifest
-from tasks.eval.report import _table, mermaid_line, plot_curves, plot_scores, report_card
+from tasks.eval.report import PLOTS, _table, embedded_card, plot_curves, plot_scores, report_card, score_rows
 from tasks.core.stats import wilson
 
 # --- The pieces -------------------------------------------------------------------------------------------
-
-
-def test_mermaid_line_of_no_points_is_empty():
-    assert mermaid_line("Loss", [], "loss") == ""
-
-
-def test_mermaid_line_writes_steps_as_integers_and_values_to_four_places():
-    assert mermaid_line("Pretraining loss", [[1, 5.0], [2.0, 4.123456]], "loss") == (
-        '```mermaid\nxychart-beta\n  title "Pretraining loss"\n  x-axis "step" [1, 2]\n'
-        '  y-axis "loss"\n  line [5.0000, 4.1235]\n```\n')
-
-
-def chart_steps(chart: str) -> list[int]:
-    axis = next(line for line in chart.splitlines() if line.startswith('  x-axis "step"'))
-    return [int(x) for x in axis.split("[", 1)[1].rstrip("]").split(", ")]
-
-
-@pytest.mark.parametrize("n", [1, 39, 40, 41, 79, 80, 100, 1000])
-def test_mermaid_line_is_thinned_to_at_most_max_points_keeping_the_first_and_last(n):
-    steps = chart_steps(mermaid_line("Loss", [[i, 1.0] for i in range(1, n + 1)], "loss", max_points=40))
-    assert len(steps) <= 40
-    assert steps[0] == 1 and steps[-1] == n
-    assert steps == sorted(set(steps))
-    if n <= 40:
-        assert steps == list(range(1, n + 1))  # nothing to thin
 
 
 def test_table_has_a_header_a_rule_and_a_row_per_dict_in_the_given_columns():
@@ -129,9 +108,13 @@ def section(card: str, title: str) -> str:
     return card.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
+# The plots write_report passes for manifests(): every curve's and the scores'.
+ALL_PLOTS = ["pretrain_loss.png", "sft_loss.png", "reward_loss.png", "rlhf.png", "scores.png"]
+
+
 @pytest.fixture(scope="module")
 def card() -> str:
-    return report_card(manifests(), DATA_REPORT, SCORES, SETS, CHECK)
+    return report_card(manifests(), DATA_REPORT, SCORES, SETS, CHECK, ALL_PLOTS)
 
 
 def test_the_card_has_every_section_in_pipeline_order(card):
@@ -164,7 +147,7 @@ def test_pretraining_figures_chart_and_samples(card):
     assert "- model: 1,234,567 parameters, 6 steps" in pre
     assert "- **val bits per byte: 1.2346** (unigram model of the same data: 2.5000)" in pre
     assert "- throughput: 123,457 tokens/s, MFU 45.7%" in pre
-    assert 'x-axis "step" [1, 6]' in pre and "line [6.0000, 4.5000]" in pre
+    assert f"![{PLOTS['pretrain_loss.png']}](pretrain_loss.png)" in pre
     assert "- *The town of* → ' Velmora lies'" in pre
     # Only the first prompt's samples during training are shown.
     assert "- step 6: *The town of* → ' Velmora'" in pre and "a baker" not in pre
@@ -180,7 +163,8 @@ def test_post_training_figures(card):
     assert "| step | accuracy | pass@4 | mean_reward |" in rlhf  # before training (step 0), then each evaluation
     assert "| 0 | 0.2 | 0.5 | 0.1 |" in rlhf and "| 1 | 0.3 | 0.6 | 0.2 |" in rlhf and "| 2 | 0.4 | 0.7 | 0.3 |" in rlhf
     assert "Last step:" in rlhf and "| 2 | 0.3 | 0.05 |" in rlhf
-    assert 'title "RL mean reward"' in rlhf and "line [0.1000, 0.3000]" in rlhf
+    assert "](rlhf.png)" in rlhf
+    assert "](sft_loss.png)" in section(card, "SFT") and "](reward_loss.png)" in section(card, "Reward model")
 
 
 def test_every_skill_score_has_its_n_interval_and_baselines(card):
@@ -223,8 +207,9 @@ def test_sections_without_data_are_left_out():
                   tokenizer={"vocab_size": 400},  # no held-out report
                   pretrain={**pre, "history": {**pre["history"], "samples": []}},
                   info={}),  # no throughput measured
-        {"removed": []}, {**SCORES, "base": {**SCORES["base"], "samples": []}}, SETS, CHECK)
-    assert "RL mean reward" not in card and "```mermaid" in section(card, "Pretraining")
+        {"removed": []}, {**SCORES, "base": {**SCORES["base"], "samples": []}}, SETS, CHECK,
+        ["pretrain_loss.png", "sft_loss.png", "reward_loss.png"])  # no RLHF plot and no scores plot written
+    assert "rlhf.png" not in card and "scores.png" not in card and "](pretrain_loss.png)" in section(card, "Pretraining")
     assert "Bytes per token" not in card and "First merges" not in card
     assert "Filters against the synthetic crawl's labels" not in card
     assert section(card, "Data").strip() == "(none)"  # no stage removed or kept anything
@@ -244,3 +229,76 @@ def test_the_scores_plot_has_a_bar_per_model_and_score(tmp_path):
     path = plot_scores(SCORES, tmp_path)
     assert path.name == "scores.png" and path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert plot_scores({"base": {"benchmarks": {}}}, tmp_path / "none") is None  # nothing scored: no plot
+
+
+# --- Plots as images, and the card as the Prefect artifact -------------------------------------------------
+
+
+def test_the_card_shows_each_plot_as_a_png_where_it_belongs_and_no_mermaid_chart(card):
+    """The Prefect UI (v1, where a run's "View at" link leads) prints a mermaid xychart as code."""
+    assert "```mermaid" not in card and "xychart" not in card
+    for name in ALL_PLOTS:
+        assert card.count(f"]({name})") == 1, name
+    assert section(card, "Evaluation").startswith(f"\n![{PLOTS['scores.png']}](scores.png)\n")
+
+
+def test_the_written_card_links_every_plot_written_beside_it(tmp_path):
+    """write_report end to end on the hand-built results: each PNG in the folder is linked by name."""
+    from tasks.core.store import file_entry, write_json
+    from tasks.eval.report import ReportConfig, write_report
+
+    inputs = tmp_path / "inputs"
+    m = {**manifests(), "accounting": Manifest(stage="data-accounting",
+                                                files=[file_entry(write_json(inputs / "data.json", DATA_REPORT))])}
+    evaluations = {name: Manifest(stage="evaluate-model", files=[file_entry(write_json(inputs / f"{name}.json", s))],
+                                  stats={"skill/arithmetic": {"accuracy": 0.2, "low": 0.1, "high": 0.3, "n": 100}})
+                   for name, s in SCORES.items()}
+    check = Manifest(stage="reward-check", files=[file_entry(write_json(inputs / "check.json", CHECK))])
+    out = tmp_path / "out"
+    out.mkdir()
+    written = write_report(m, evaluations, check, Manifest(stage="benchmark-sets", stats=SETS), {}, ReportConfig(),
+                           tmp_path, out)
+    report = (out / "report.md").read_text()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(ALL_PLOTS)
+    assert sorted(Path(f.path).name for f in written.files if f.path.endswith(".png")) == pngs
+    assert all(f"]({name})" in report for name in pngs) and "```mermaid" not in report
+
+
+def png(path: Path, colour: str = "red") -> bytes:
+    from PIL import Image
+
+    Image.new("RGB", (4, 3), colour).save(path, format="PNG")
+    return path.read_bytes()
+
+
+def test_the_artifact_card_inlines_each_png_as_a_data_uri(tmp_path):
+    """The browser cannot load a file from the work dir: the PNG itself goes into the markdown."""
+    data = png(tmp_path / "pretrain_loss.png")
+    (tmp_path / "report.md").write_text("# card\n\n![Loss](pretrain_loss.png)\n\nText ![x](../elsewhere.png)\n")
+    artifact = embedded_card(tmp_path / "report.md")
+    [uri] = re.findall(r"!\[Loss\]\((data:image/png;base64,[^)]+)\)", artifact)
+    assert base64.b64decode(uri.split(",", 1)[1]) == data
+    assert "](pretrain_loss.png)" not in artifact
+    assert "![x](../elsewhere.png)" in artifact  # only files beside the card are read
+
+
+def test_a_plot_missing_or_past_the_size_budget_is_named_not_left_broken(tmp_path):
+    first = png(tmp_path / "a.png")
+    png(tmp_path / "b.png", "blue")
+    (tmp_path / "report.md").write_text("![A](a.png)\n![B](b.png)\n![C](c.png)\n")
+    # Room for the card and one image only.
+    budget = len((tmp_path / "report.md").read_text()) + len(base64.b64encode(first)) + 30
+    artifact = embedded_card(tmp_path / "report.md", budget=budget)
+    assert artifact.count("data:image/png;base64,") == 1 and base64.b64encode(first).decode() in artifact
+    assert "*(B: b.png in the work dir, too large to embed here)*" in artifact
+    assert "*(C: c.png is missing)*" in artifact
+    assert embedded_card(tmp_path / "report.md", budget=2 * budget).count("data:image/png;base64,") == 2
+
+
+def test_score_rows_are_one_per_model_and_score_leaving_out_other_stats():
+    headline = {"sft": {"skill/arithmetic": {"accuracy": 0.2, "low": 0.1, "high": 0.3, "n": 100}, "steps": 3},
+                "rlhf": {"mmlu/0-shot": {"accuracy": 0.3, "low": 0.2, "high": 0.4, "n": 10}}}
+    assert score_rows(headline) == [
+        {"model": "sft", "score": "skill/arithmetic", "accuracy": 0.2, "low": 0.1, "high": 0.3, "n": 100},
+        {"model": "rlhf", "score": "mmlu/0-shot", "accuracy": 0.3, "low": 0.2, "high": 0.4, "n": 10}]
