@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve", help="serve the deployments (UI runs, schedules)")
     p.add_argument("--preset", default="tiny")
     p.set_defaults(fn=cmd_serve)
+    from cli.setup import add_setup_parser
+
+    add_setup_parser(sub)
     p = sub.add_parser("sample-crawl", help="write the synthetic crawl on its own")
     p.add_argument("--out", default="sample-crawl")
     p.add_argument("--files", type=int, default=2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prefect import serve
 
+from deployments.operations import default_heartbeat
 from flows.config import load_config
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow
@@ -36,6 +37,8 @@ def deployments(preset: str = "tiny") -> list:
 
 
 def serve_all(preset: str = "tiny") -> None:
+    # Heartbeats every 30 s from each served run, which `crawl2chat setup`'s zombie automation expects.
+    default_heartbeat()
     serve(*deployments(preset))
 
 

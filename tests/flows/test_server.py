@@ -26,7 +26,6 @@ import datetime as dt
 import glob
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,13 +38,13 @@ import yaml
 
 from flows.config import deep_merge
 from tests.support.pipeline import ALL_STAGES, EVAL_STAGES, MICRO
+from tests.support.prefect_server import Server, descendants, environ_of, prefect_server, stop, tail
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes through /proc")
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = {"crawl2chat/full-pipeline", "data-refresh/data-refresh", "data/data", "tokenizer/tokenizer",
                "train/train", "evaluate/evaluate"}
-SERVER_STARTUP_S = 120
 SERVE_STARTUP_S = 90
 RUN_S = 240  # one pipeline run on the micro config takes ~15 s on two idle cores
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -53,89 +52,12 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 # --- processes -----------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            parent = _ppid(int(entry.name))
-            if parent is not None:
-                children.setdefault(parent, []).append(int(entry.name))
-    out, frontier = [], [pid]
-    while frontier:
-        frontier = [c for p in frontier for c in children.get(p, [])]
-        out += frontier
-    return out
-
-
-def _environ(pid: int) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-
-
 def flow_run_process(serve_pid: int, flow_run_id: UUID) -> int | None:
     """The process executing the flow run: the serve process's child started with its id."""
     for pid in descendants(serve_pid):
-        if _environ(pid).get("PREFECT__FLOW_RUN_ID") == str(flow_run_id):
+        if environ_of(pid).get("PREFECT__FLOW_RUN_ID") == str(flow_run_id):
             return pid
     return None
-
-
-def _alive(pid: int) -> bool:
-    """Running or sleeping; a zombie left to init counts as gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def stop(proc: subprocess.Popen | None) -> None:
-    """Terminate the process group (then kill it), and any descendant that left the group; reap all."""
-    if proc is None:
-        return
-    stray = descendants(proc.pid)
-    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    for pid in stray:
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 10
-    while any(_alive(p) for p in stray) and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # --- the server and the served deployments -------------------------------------------------------
@@ -143,8 +65,8 @@ def tail(path: Path, lines: int = 40) -> str:
 class Live:
     """Handles on the running server and serve process, for the tests."""
 
-    def __init__(self, api_url: str, tmp: Path, server: subprocess.Popen, server_log: Path):
-        self.api_url, self.tmp, self.server, self.server_log = api_url, tmp, server, server_log
+    def __init__(self, server: Server, tmp: Path):
+        self.api_url, self.tmp, self.server, self.server_log = server.api_url, tmp, server.proc, server.log
         self.serve: subprocess.Popen | None = None
         self.serve_log = tmp / "serve.log"
         self.preset_work = tmp / "preset-work"
@@ -152,22 +74,6 @@ class Live:
     def logs(self) -> str:
         return (f"\n--- serve log (tail) ---\n{tail(self.serve_log)}"
                 f"\n--- server log (tail) ---\n{tail(self.server_log, 15)}")
-
-
-def _wait_for_health(live: Live) -> None:
-    deadline = time.monotonic() + SERVER_STARTUP_S
-    while time.monotonic() < deadline:
-        if live.server.poll() is not None:
-            pytest.fail(f"`prefect server start` exited with code {live.server.returncode} before it was "
-                        f"healthy:\n{tail(live.server_log)}")
-        try:
-            if httpx.get(f"{live.api_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"the Prefect server did not answer {live.api_url}/health within {SERVER_STARTUP_S} s:\n"
-                f"{tail(live.server_log)}")
 
 
 def _wait_for_deployments(live: Live) -> None:
@@ -185,50 +91,29 @@ def _wait_for_deployments(live: Live) -> None:
                 f"missing: {sorted(DEPLOYMENTS - found)}{live.logs()}")
 
 
-def _env(**updates: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(updates)
-    return env
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     tmp = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    home = tmp / "prefect-home"
-    common = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server_log = tmp / "server.log"
-    server = None
-    live = None
-    try:
-        with open(server_log, "wb") as log:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                env=_env(**common), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=tmp)
-        live = Live(api_url, tmp, server, server_log)
-        _wait_for_health(live)
-
-        preset = tmp / "micro.yaml"
-        preset.write_text(yaml.safe_dump({**MICRO, "work_dir": str(live.preset_work)}))
-        pythonpath = os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
-        with open(live.serve_log, "wb") as log:
-            live.serve = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "serve", "--preset", str(preset)],
-                # A 2 s poll instead of the default 10 s: only the latency of picking up a run.
-                env=_env(**common, PREFECT_API_URL=api_url, PYTHONPATH=pythonpath, PREFECT_RUNNER_POLL_FREQUENCY="2"),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
-        _wait_for_deployments(live)
-        # This process's own client talks to the server too, for this module only.
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            yield live
-    finally:
-        if live is not None:
+    with prefect_server(tmp) as server:
+        live = Live(server, tmp)
+        try:
+            preset = tmp / "micro.yaml"
+            preset.write_text(yaml.safe_dump({**MICRO, "work_dir": str(live.preset_work)}))
+            pythonpath = os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+            with open(live.serve_log, "wb") as log:
+                live.serve = subprocess.Popen(
+                    [sys.executable, "-m", "cli.main", "serve", "--preset", str(preset)],
+                    # A 2 s poll instead of the default 10 s: only the latency of picking up a run.
+                    env=server.env(PYTHONPATH=pythonpath, PREFECT_RUNNER_POLL_FREQUENCY="2"),
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
+            _wait_for_deployments(live)
+            # This process's own client talks to the server too, for this module only.
+            with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+                yield live
+        finally:
             stop(live.serve)
-        stop(server)
 
 
 # --- the API -------------------------------------------------------------------------------------
