@@ -85,6 +85,29 @@ def _run_pipeline(config) -> int:
     return 0
 
 
+def cmd_refresh(args) -> int:
+    """One data refresh, here and now (the `data-refresh` deployment runs the same flow on its
+    schedule); prints the dataset's versions."""
+    config = _config(args)
+    from flows.common import MachineUnfit, StageFailed
+    from flows.refresh import refresh_flow
+    from tasks.core.dataset import describe
+    from tasks.core.lease import WorkDirBusy
+
+    for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
+        handler.addFilter(_StageFailureWithoutTraceback())
+    try:
+        result = refresh_flow(config)
+    except (StageFailed, MachineUnfit, WorkDirBusy) as err:
+        sys.exit(f"crawl2chat: {err}")
+    print(f"crawl2chat: {result.files} new WARC file(s) taken in, {result.waiting} waiting; "
+          f"dataset {result.dataset} at version {result.version}")
+    for row in describe(result.dataset) if result.version else []:
+        print("  v{version}: {created}  +{files_added} files, +{documents_added} documents ({crawls}); "
+              "{train_tokens} train / {val_tokens} val tokens in {shards} shards".format(**row))
+    return 0
+
+
 def cmd_sample_crawl(args) -> int:
     from tasks.data.synthetic import CrawlConfig, generate_crawl
 
@@ -121,8 +144,12 @@ def cmd_serve_model(args) -> int:
 
 def cmd_serve(args) -> int:
     from deployments.serve import serve_all
+    from flows.config import ConfigError
 
-    serve_all(args.preset)
+    try:
+        serve_all(args.preset, args.work_dir)
+    except ConfigError as err:
+        sys.exit(f"crawl2chat: config error: {err}")
     return 0
 
 
@@ -155,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         return p
 
     with_config(sub.add_parser("run", help="run the whole pipeline")).set_defaults(fn=cmd_run)
+    with_config(sub.add_parser("refresh", help="take in the crawl files not seen yet as the dataset's next "
+                                               "version (docs/refresh.md)")).set_defaults(fn=cmd_refresh)
     p = with_config(sub.add_parser("chat", help="talk to a trained model"))
     p.add_argument("--model", default="rlhf", help="base, sft or rlhf (from the work dir's models.json), "
                                                    "or a checkpoint directory")
@@ -171,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(fn=cmd_serve_model)
-    p = sub.add_parser("serve", help="serve the deployments (UI runs, schedules)")
+    p = sub.add_parser("serve", help="serve the deployments (UI runs, schedules) from this process")
     p.add_argument("--preset", default="tiny")
+    p.add_argument("--work-dir", help="where the served runs write (default: the preset's), made absolute "
+                                      "from where serve starts")
     p.set_defaults(fn=cmd_serve)
     from cli.setup import add_setup_parser
 

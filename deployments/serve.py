@@ -8,6 +8,8 @@ from the UI reuses the cached output of the stages before it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import serve
 
 from deployments.operations import default_heartbeat
@@ -22,8 +24,12 @@ from flows.train import train_flow
 REFRESH_CRON = "0 3 * * 1"  # Mondays 03:00: a weekly refresh, as new crawls are monthly
 
 
-def deployments(preset: str = "tiny") -> list:
-    config = load_config(preset)
+def deployments(preset: str = "tiny", work_dir: str | None = None) -> list:
+    """The deployments, each with the preset's whole config as its parameter (the UI's form). The
+    work dir is made absolute here, where `serve` starts, so every run writes to the same place
+    whatever directory it runs in, and the form shows where that is."""
+    config = load_config(preset, {"work_dir": work_dir} if work_dir else None)
+    config = config.model_copy(update={"work_dir": str(Path(config.work_dir).resolve())})
     params = {"config": config.model_dump(mode="json")}
     return [
         pipeline.to_deployment("full-pipeline", parameters=params, tags=["crawl2chat"]),
@@ -36,10 +42,10 @@ def deployments(preset: str = "tiny") -> list:
     ]
 
 
-def serve_all(preset: str = "tiny") -> None:
+def serve_all(preset: str = "tiny", work_dir: str | None = None) -> None:
     # Heartbeats every 30 s from each served run, which `crawl2chat setup`'s zombie automation expects.
     default_heartbeat()
-    serve(*deployments(preset))
+    serve(*deployments(preset, work_dir))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from flows.runners import RunnerConfig
 from tasks.chat.world import ChatDataConfig
@@ -81,13 +81,24 @@ class EvaluateConfig(StageConfig):
 
 
 class PipelineConfig(StageConfig):
-    work_dir: str = Field("work", description="Where every stage writes; results and caches live here too")
+    work_dir: str = Field("work", description="Where every stage writes; results and caches live here too "
+                                              "(served and deployed runs: an absolute path)")
     results: str | None = Field(None, description="Where Prefect keeps stage results and cache records, if not in "
                                                   "the work dir: a shared path, or an fsspec URL such as s3://bucket/p")
     data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @field_validator("work_dir")
+    @classmethod
+    def _work_dir_given(cls, value: str) -> str:
+        # A deployment made from prefect.yaml with CRAWL2CHAT_WORK_DIR unset has an empty work dir;
+        # its runs would write into whatever directory the worker runs in.
+        if not value.strip():
+            raise ValueError("work_dir is empty (a deployment made with CRAWL2CHAT_WORK_DIR unset? "
+                             "see docs/operations.md)")
+        return value
 
 
 class ConfigError(ValueError):

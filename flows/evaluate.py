@@ -44,7 +44,7 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
             from flows.train import train_flow
 
             models = train_flow(config, tokens)
-        cfg, stages = config.evaluate, StageRuns(work)
+        cfg, stages = config.evaluate, StageRuns(work, config.results)
         sets = stages.submit(benchmark_sets_task, work, cfg.benchmarks, source_fingerprint(cfg.benchmarks))
         scored = {"base": (models.base, "base")} | {name: (m, "chat") for name, m in models.chat_models().items()}
         for name, folder in (extra_models or {}).items():
@@ -60,7 +60,7 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
         manifests = {"accounting": data.accounting, "tokenizer": tokens.tokenizer, "shards": tokens.shards,
                      "chat_data": models.chat_data, "pretrain": models.base, "reward": models.reward,
                      **models.chat_models()}
-        run_config = config.model_dump(mode="json", exclude={"work_dir"})
+        run_config = config.model_dump(mode="json", exclude={"work_dir", "results"})
         card = stages.submit(report_card_task, manifests, evaluations, check, sets, run_config, work, cfg.report)
         stages.wait()
         return publish(card.result().located(work), work, tokens, models)

@@ -12,7 +12,7 @@ import contextlib
 from prefect import flow
 from pydantic import BaseModel
 
-from flows.common import StageRuns, owned_work_dir, run_config
+from flows.common import StageFailed, StageRuns, owned_work_dir, run_config
 from flows.config import PipelineConfig
 from flows.tokenizer import TokenizerResult
 from tasks.chat.world import chat_data_task, source_fingerprint
@@ -56,6 +56,10 @@ def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) ->
     config = run_config(config)
     with owned_work_dir(config) as work:
         cfg, stages = config.train, StageRuns(work, config.results)
+        if tokens is not None and cfg.dataset.dir:
+            # The full pipeline evaluates with the tokenizer it trained; a dataset's would not match.
+            raise StageFailed("stage 'train': train.dataset is for the train deployment (docs/refresh.md); "
+                              "the full pipeline pretrains on the shards it builds")
         if tokens is None and cfg.dataset.dir:
             tokens = TokenizerResult(**stages.result(stages.submit(dataset_shards_task, cfg.dataset, work)))
         elif tokens is None:

@@ -100,11 +100,12 @@ def live(tmp_path_factory):
         live = Live(server, tmp)
         try:
             preset = tmp / "micro.yaml"
-            preset.write_text(yaml.safe_dump({**MICRO, "work_dir": str(live.preset_work)}))
+            preset.write_text(yaml.safe_dump(MICRO))  # the work dir comes from `serve --work-dir`
             pythonpath = os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
             with open(live.serve_log, "wb") as log:
                 live.serve = subprocess.Popen(
-                    [sys.executable, "-m", "cli.main", "serve", "--preset", str(preset)],
+                    [sys.executable, "-m", "cli.main", "serve", "--preset", str(preset),
+                     "--work-dir", str(live.preset_work)],
                     # A 2 s poll instead of the default 10 s: only the latency of picking up a run.
                     env=server.env(PYTHONPATH=pythonpath, PREFECT_RUNNER_POLL_FREQUENCY="2"),
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
@@ -345,3 +346,32 @@ def test_a_served_run_asking_for_a_missing_device_fails_before_any_stage_with_th
             time.sleep(0.5)
     assert errors and errors[0].startswith("crawl2chat: machine check: train.rlhf.device 'cuda' asks for a GPU")
     assert "\n" not in errors[0]
+
+
+def test_a_refresh_run_given_one_field_keeps_the_deployments_config_and_takes_in_new_files_once(live):
+    """`prefect deployment run data-refresh/data-refresh --param config='{"work_dir": ...}'`: the
+    partial config is merged into the served deployment's own (the micro preset: 2 WARC files, where
+    a config of defaults would make 4); the second run finds nothing new and runs no data stage."""
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    from tasks.core.dataset import read_ledger
+    from tests.support.pipeline import DATA_STAGES
+
+    with get_client(sync_client=True) as client:
+        served = client.read_deployment_by_name("data-refresh/data-refresh").parameters["config"]
+    assert served["work_dir"] == str(live.preset_work)  # absolute, as the UI's form shows it
+
+    work = live.tmp / "refreshed"
+    ran = []
+    for _ in range(2):
+        run = run_deployment("data-refresh/data-refresh", parameters={"config": {"work_dir": str(work)}},
+                             timeout=0)
+        run = wait_final(live, run.id)
+        assert run.state.is_completed(), f"{run.state.name}: {run.state.message}{live.logs()}"
+        ran.append(stage_runs(run.id, expect={"refresh-plan", "dataset-held"}))
+    ledger = read_ledger(work / "dataset")
+    assert ledger.versions == [1] and sum(len(files) for files in ledger.processed.values()) == 2
+    assert DATA_STAGES - {"synthetic-crawl"} <= executed(ran[0])
+    assert not executed(ran[1]) & DATA_STAGES and executed(ran[1]) == {"refresh-plan", "dataset-held"}
+    assert not live.preset_work.exists()
