@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
+from uuid import UUID
 
 from prefect import get_run_logger, unmapped
 from prefect.futures import PrefectFuture, wait
@@ -118,10 +120,13 @@ def owned_work_dir(config: PipelineConfig, check_devices: bool = True) -> Iterat
         try:
             if check_devices:
                 check_machine(config)
-            held.enter_context(hold_work_dir(work, label=_run_label(), log=logger.warning))
+            lease = held.enter_context(hold_work_dir(work, label=_run_label(), log=logger.warning))
         except (MachineUnfit, WorkDirBusy) as refusal:
             logger.error("crawl2chat: %s", refusal)
             raise
+        dead, lease.took_over_from = lease.took_over_from, None
+        if dead is not None:
+            crash_abandoned_task_runs(dead.label)
         yield str(work)
 
 
@@ -130,6 +135,45 @@ def _run_label() -> str:
 
     ctx = FlowRunContext.get()
     return f"flow run {ctx.flow_run.name} ({ctx.flow_run.id})" if ctx and ctx.flow_run else "crawl2chat"
+
+
+_RUN_ID = re.compile(r"^flow run .* \(([0-9a-f-]{36})\)$")
+
+
+def crash_abandoned_task_runs(dead_label: str) -> None:
+    """Mark Crashed the task runs a dead run left Running or Pending, once its work-dir lease is
+    taken over: the process that would have finished them is gone, and Prefect changes only the
+    flow run's state (the runner's crash report, or `crawl2chat setup`'s zombie automation), so
+    without this they would show "Running" in the UI forever. The lease is taken as a flow starts,
+    before it submits anything, so a retry of that same flow run has no task run of its own yet:
+    every unfinished one created until now is the dead attempt's. A dead `crawl2chat run` names no
+    flow run in its lease, and is left alone."""
+    found = _RUN_ID.match(dead_label)
+    if found is None:
+        return
+    from datetime import datetime, timezone
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter,
+                                                TaskRunFilterFlowRunId)
+    from prefect.states import Crashed
+
+    cutoff = datetime.now(timezone.utc)
+    with get_client(sync_client=True) as client:
+        runs, frontier = [UUID(found.group(1))], [UUID(found.group(1))]
+        while frontier:  # the dead run's subflows, all levels down
+            frontier = [r.id for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))]
+            runs += frontier
+        left = [r for r in client.read_task_runs(task_run_filter=TaskRunFilter(
+                    flow_run_id=TaskRunFilterFlowRunId(any_=runs)))
+                if r.state and r.state.type.value in ("RUNNING", "PENDING") and r.created and r.created < cutoff]
+        for run in left:
+            client.set_task_run_state(run.id, Crashed(message="its process died; the work dir's next run "
+                                                              "took over (crawl2chat)"), force=True)
+    if left:
+        get_run_logger().warning("marked %d task run(s) of the dead %s Crashed: %s", len(left), dead_label,
+                                 ", ".join(sorted(r.name for r in left)))
 
 
 class StageRuns:

@@ -315,6 +315,9 @@ class Lease:
         self.path, self.work_dir, self.holder = path, path.parent, holder
         self.heartbeat_s, self.stale_after_s, self._log = heartbeat_s, stale_after_s, log
         self.lost = threading.Event()
+        # The dead holder this lease was taken over from, if any: its run's leftovers can be
+        # tidied (flows/common.py marks its task runs Crashed). Taken once, by whoever tidies.
+        self.took_over_from: Holder | None = None
         self._why_lost = ""
         self._stop = threading.Event()
         self._last_beat = time.monotonic()
@@ -392,7 +395,9 @@ def _acquire(path: Path, *, wait: float, label: str, heartbeat_s: float, stale_a
             if done:
                 log(f"took over the stale lease of work dir {path.parent} from "
                     f"{_describe(seen)}: {why}")
-                return Lease(path, me, heartbeat_s, stale_after_s, log)
+                lease = Lease(path, me, heartbeat_s, stale_after_s, log)
+                lease.took_over_from = seen.holder
+                return lease
             if claim is None:
                 continue  # the lease changed under us: look again
             blocker = f"is being taken over by {_describe(claim)}"

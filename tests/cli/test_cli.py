@@ -124,7 +124,7 @@ def test_a_work_dir_in_use_is_refused_with_one_line_naming_its_holder(tmp_path):
     assert not any(p.is_dir() for p in work.iterdir())  # it wrote nothing
 
 
-def test_refresh_takes_in_the_crawl_once_and_then_finds_nothing_new(harness_env, tmp_path):
+def test_refresh_takes_in_the_crawl_once_and_then_finds_nothing_new(prefect_harness, tmp_path, capsys):
     import yaml
 
     from tests.support.pipeline import MICRO
@@ -133,10 +133,9 @@ def test_refresh_takes_in_the_crawl_once_and_then_finds_nothing_new(harness_env,
     preset.write_text(yaml.safe_dump({**MICRO, "work_dir": str(tmp_path / "work")}))
     outputs = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "-m", "cli.main", "refresh", "--preset", str(preset)],
-                              env=harness_env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        outputs.append([line for line in proc.stdout.splitlines() if line.startswith(("crawl2chat:", "  v"))])
+        assert main(["refresh", "--preset", str(preset)]) == 0
+        outputs.append([line for line in capsys.readouterr().out.splitlines()
+                        if line.startswith(("crawl2chat:", "  v"))])
     assert outputs[0][0].startswith("crawl2chat: 2 new WARC file(s) taken in, 0 waiting; dataset ")
     assert outputs[0][0].endswith("at version 1") and outputs[0][1].startswith("  v1: ")
     assert outputs[1][0].startswith("crawl2chat: 0 new WARC file(s)") and outputs[1][1:] == outputs[0][1:]

@@ -297,6 +297,8 @@ def test_a_failed_run_retried_through_the_api_reexecutes_only_the_failed_stage_a
 
 
 def test_a_run_killed_mid_pretraining_is_retried_and_resumes_from_its_checkpoint(live):
+    from prefect import get_client
+
     steps, every = 150, 5
     work = live.tmp / "killed"
     # Evaluation only at the end, so the steps are quick and even (~30 ms each on a CPU core).
@@ -316,9 +318,15 @@ def test_a_run_killed_mid_pretraining_is_retried_and_resumes_from_its_checkpoint
     crashed = wait_final(live, run.id, timeout=60)
     assert crashed.state.type.value in ("CRASHED", "FAILED"), f"{crashed.state.name}: {crashed.state.message}"
 
+    killed_pretrain = [r for r in stage_runs(run.id, settle_s=3)["pretrain"] if r.state.name == "Running"]
+    assert killed_pretrain, "the killed attempt's pretraining run should still show Running until the retry"
     retried_at = retry_like_the_ui(live, run.id)
     retried = wait_final(live, run.id, min_run_count=2)
     assert retried.state.is_completed(), f"{retried.state.name}: {retried.state.message}{live.logs()}"
+    # The retry took over the dead attempt's work-dir lease and marked what it left running Crashed.
+    with get_client(sync_client=True) as client:
+        for r in killed_pretrain:
+            assert client.read_task_run(r.id).state.name == "Crashed", r.name
 
     second = stage_runs(run.id, since=retried_at, expect=ALL_STAGES)
     assert executed(second) == {"pretrain", "sft", "reward-model", "rlhf"} | EVAL_STAGES, states(second)

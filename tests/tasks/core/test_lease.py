@@ -125,10 +125,14 @@ def test_a_holder_killed_with_sigkill_leaves_a_lease_the_next_holder_takes_over(
     assert lease_of(tmp_path)["pid"] == first.pid  # the stale lease is still there
 
     said = []
-    with hold_work_dir(tmp_path, log=said.append):
+    with hold_work_dir(tmp_path, log=said.append) as lease:
         assert lease_of(tmp_path)["pid"] == os.getpid()
+        # Who it was taken from, for tidying what that run left (flows/common.py).
+        assert (lease.took_over_from.pid, lease.took_over_from.label) == (first.pid, "doomed")
     assert len(said) == 1
     assert "took over" in said[0] and f"pid {first.pid}" in said[0] and "gone" in said[0]
+    with hold_work_dir(tmp_path) as lease:
+        assert lease.took_over_from is None  # released, not taken over
 
 
 def test_a_lease_from_another_host_is_taken_over_only_once_its_heartbeat_is_old(tmp_path):
