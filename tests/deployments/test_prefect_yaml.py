@@ -26,7 +26,6 @@ import pytest
 
 from deployments.prefect_yaml import (GPU_JOB_VARIABLES, PROCESS_POOL, WORK_DIR, pool_template, pool_template_json,
                                       prefect_yaml)
-from tests.support.prefect_server import prefect_server
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "deployments" / "templates"
@@ -135,16 +134,6 @@ def test_each_pool_template_passes_prefects_base_job_template_check(kind):
 
 
 # --- against a server ----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    tmp = tmp_path_factory.mktemp("deploy-server")
-    with prefect_server(tmp) as server:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server
-
 
 def prefect_cli(server, *args: str, **env: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "prefect", *args], env=server.env(**env), cwd=REPO,

@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from deployments import operations
-from tests.support.prefect_server import free_port, prefect_server, stop, tail
+from tests.support.prefect_server import free_port, stop, tail
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes through /proc")
 
@@ -97,16 +97,10 @@ def hook():
         thread.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    tmp = tmp_path_factory.mktemp("ops-server")
-    with prefect_server(tmp) as server:
-        (tmp / "ops_check.py").write_text(OPS_CHECK)
-        # This process's own client (main([...]), the checks) talks to the server too.
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server
+@pytest.fixture(scope="module", autouse=True)
+def ops_check_script(server) -> None:
+    """The script of the zombie and failure checks, beside the server's log, where start_run runs it."""
+    (server.log.parent / "ops_check.py").write_text(OPS_CHECK)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,6 +68,7 @@ class Live:
 
     def __init__(self, server: Server, tmp: Path):
         self.api_url, self.tmp, self.server, self.server_log = server.api_url, tmp, server.proc, server.log
+        self.env = server.env  # for a process that talks to the server
         self.serve: subprocess.Popen | None = None
         self.serve_log = tmp / "serve.log"
         self.preset_work = tmp / "preset-work"
@@ -96,7 +98,9 @@ def live(tmp_path_factory):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     tmp = tmp_path_factory.mktemp("prefect-server")
-    with prefect_server(tmp) as server:
+    # The UI asks its API at PREFECT_UI_API_URL (port 4200 by default): relative, it finds this server,
+    # as the screenshot test's browser needs.
+    with prefect_server(tmp, PREFECT_UI_API_URL="/api") as server:
         live = Live(server, tmp)
         try:
             preset = tmp / "micro.yaml"
@@ -261,6 +265,51 @@ def test_a_run_triggered_through_the_api_uses_its_parameters(live):
         assert manifest.stats["steps"] == 7
         assert (work / manifest.files[0].path).is_file()  # manifests name files relative to the work dir
         assert client.read_flow_run(run.id).parameters["config"]["train"]["pretrain"]["steps"] == 7
+    live.finished_pipeline = run.id  # for the screenshot test below
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def browser_missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is not installed (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (a dev dependency: pip install -e '.[dev]')"
+    return None
+
+
+def test_the_screenshot_script_shows_the_report_card_and_its_loss_plot_in_the_ui(live, tmp_path):
+    """scripts/screenshot_flow_run.py on a finished pipeline run of this server: it opens the run in
+    headless Chromium (the v1 UI, where a run's "View at" link leads), its Artifacts tab and the
+    report card there, and shoots once every plot in the card has loaded (each image's naturalWidth
+    > 0, the pretraining loss plot among them). Without --api-url the script starts a server and
+    runs a pipeline of its own; here the module's server and run stand in, to save a minute."""
+    missing = browser_missing()
+    if missing:
+        if os.environ.get("CI"):  # CI installs both (.ci/run): there, a skip would hide a broken page
+            pytest.fail(missing)
+        pytest.skip(missing)
+    from PIL import Image
+
+    run_id = getattr(live, "finished_pipeline", None)
+    if run_id is None:  # this test alone (-k): a run of its own
+        run_id = wait_final(live, trigger(micro(live.tmp / "for-screenshot")).id).id
+    out, run_page = tmp_path / "card.png", tmp_path / "run.png"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "screenshot_flow_run.py"), "--out", str(out),
+                           "--run-page-out", str(run_page), "--ui", "v1", "--api-url", live.api_url,
+                           "--flow-run-id", str(run_id)],
+                          env=live.env(), cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(rf"^flow run: \S+/runs/flow-run/{run_id}$", done.stdout, re.M), done.stdout
+    assert re.search(r"^report card: \S+/artifacts/artifact/\S+$", done.stdout, re.M), done.stdout
+    # The card down to its first loss plot: taller than a window, as wide as the page was.
+    with Image.open(out) as shot:
+        assert shot.format == "PNG" and shot.width == 1400 and shot.height > 1000
+    with Image.open(run_page) as shot:
+        assert shot.format == "PNG" and shot.size == (1400, 1000)
 
 
 def test_a_failed_run_retried_through_the_api_reexecutes_only_the_failed_stage_and_after(live):
