@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.common import StageRuns, owned_work_dir
+from flows.common import StageRuns, owned_work_dir, run_config
 from flows.config import PipelineConfig
 from flows.data import DataResult
 from flows.tokenizer import TokenizerResult
@@ -31,6 +31,7 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
     Missing inputs come from the upstream flows (cached when nothing changed). `extra_models`
     scores more checkpoints beside this run's, {name: checkpoint folder} (an earlier run's, say),
     each a column of the report card; they must share this run's tokenizer."""
+    config = run_config(config)
     with owned_work_dir(config) as work:
         if data is None:
             from flows.data import data_flow

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.common import owned_work_dir
+from flows.common import StageFailed, owned_work_dir, run_config
 from flows.config import PipelineConfig
 from flows.data import data_flow, publish_accounting
 from flows.evaluate import evaluate_flow, publish_artifacts
 from flows.tokenizer import tokenizer_flow
-from flows.train import train_flow
+from flows.train import DATASET_IS_FOR_TRAIN, train_flow
 
 
 @flow(name="crawl2chat")
 def pipeline(config: PipelineConfig = PipelineConfig()) -> str:
     """From a crawl to a chat model and its report card. Every stage is cached: a rerun with
     nothing changed re-executes nothing, and a change re-executes only what depends on it."""
+    config = run_config(config)
+    if config.train.dataset.dir:  # before any work, not after the data stages
+        raise StageFailed(DATASET_IS_FOR_TRAIN)
     with owned_work_dir(config) as work:
         data = data_flow(config)
         tokens = tokenizer_flow(config, data.docs)

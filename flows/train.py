@@ -38,6 +38,10 @@ class TrainResult(BaseModel):
         return {name: m for name, m in (("sft", self.sft), ("rlhf", self.rlhf), ("dpo", self.dpo)) if m is not None}
 
 
+DATASET_IS_FOR_TRAIN = ("train.dataset is for the train deployment (docs/refresh.md); the full pipeline "
+                        "pretrains on the shards it builds")
+
+
 def gpu_slot(config: PipelineConfig):
     """Hold the "gpu" concurrency slot when training on CUDA; nothing on CPU."""
     import torch
@@ -58,8 +62,7 @@ def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) ->
         cfg, stages = config.train, StageRuns(work, config.results)
         if tokens is not None and cfg.dataset.dir:
             # The full pipeline evaluates with the tokenizer it trained; a dataset's would not match.
-            raise StageFailed("stage 'train': train.dataset is for the train deployment (docs/refresh.md); "
-                              "the full pipeline pretrains on the shards it builds")
+            raise StageFailed(DATASET_IS_FOR_TRAIN)
         if tokens is None and cfg.dataset.dir:
             tokens = TokenizerResult(**stages.result(stages.submit(dataset_shards_task, cfg.dataset, work)))
         elif tokens is None:

@@ -167,3 +167,13 @@ def test_the_train_flow_pretrains_on_what_a_version_added(refreshes):
     dataset = work / "dataset"
     vocab = load_tokenizer(str(dataset / read_ledger(dataset).tokenizer.path)).n_vocab
     assert meta["model"]["vocab_size"] == vocab and meta["step"] == config.train.pretrain.steps
+
+
+def test_the_full_pipeline_refuses_a_dataset_before_any_work(prefect_harness, tmp_path):
+    from flows.common import StageFailed
+    from flows.pipeline import pipeline
+    from tests.support.pipeline import micro_config
+
+    with tally_stage_runs() as runs, pytest.raises(StageFailed, match="train.dataset is for the train deployment"):
+        pipeline(micro_config(tmp_path / "work", train={"dataset": {"dir": "dataset"}}))
+    assert runs == [] and not (tmp_path / "work").exists()
