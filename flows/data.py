@@ -14,7 +14,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from pydantic import BaseModel
 
-from flows.common import StageFailed, StageRuns, owned_work_dir, run_config
+from flows.common import StageFailed, StageRuns, owned_work_dir
+from flows.deployment_runs import run_config
 from flows.config import PipelineConfig
 from flows.runners import make_task_runner
 from tasks.core.store import Manifest

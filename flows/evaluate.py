@@ -10,7 +10,8 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.common import StageRuns, owned_work_dir, run_config
+from flows.common import StageRuns, owned_work_dir
+from flows.deployment_runs import run_config
 from flows.config import PipelineConfig
 from flows.data import DataResult
 from flows.tokenizer import TokenizerResult

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.common import StageFailed, owned_work_dir, run_config
+from flows.common import StageFailed, owned_work_dir
+from flows.deployment_runs import run_config
 from flows.config import PipelineConfig
 from flows.data import data_flow, publish_accounting
 from flows.evaluate import evaluate_flow, publish_artifacts

@@ -19,7 +19,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
-from flows.common import StageRuns, owned_work_dir, run_config
+from flows.common import StageRuns, owned_work_dir
+from flows.deployment_runs import run_config
 from flows.config import PipelineConfig
 from flows.data import run_data_stages
 from tasks.core.dataset import dataset_root, describe

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from flows.common import StageRuns, owned_work_dir, run_config
+from flows.common import StageRuns, owned_work_dir
+from flows.deployment_runs import run_config
 from flows.config import PipelineConfig
 from tasks.core.store import Manifest
 from tasks.tokenizer.bpe import train_tokenizer_task

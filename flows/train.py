@@ -12,7 +12,8 @@ import contextlib
 from prefect import flow
 from pydantic import BaseModel
 
-from flows.common import StageFailed, StageRuns, owned_work_dir, run_config
+from flows.common import StageFailed, StageRuns, owned_work_dir
+from flows.deployment_runs import run_config
 from flows.config import PipelineConfig
 from flows.tokenizer import TokenizerResult
 from tasks.chat.world import chat_data_task, source_fingerprint

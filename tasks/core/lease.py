@@ -316,7 +316,7 @@ class Lease:
         self.heartbeat_s, self.stale_after_s, self._log = heartbeat_s, stale_after_s, log
         self.lost = threading.Event()
         # The dead holder this lease was taken over from, if any: its run's leftovers can be
-        # tidied (flows/common.py marks its task runs Crashed). Taken once, by whoever tidies.
+        # tidied (flows/deployment_runs.py marks its task runs Crashed). Taken once, by whoever tidies.
         self.took_over_from: Holder | None = None
         self._why_lost = ""
         self._stop = threading.Event()

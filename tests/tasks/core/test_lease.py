@@ -127,7 +127,7 @@ def test_a_holder_killed_with_sigkill_leaves_a_lease_the_next_holder_takes_over(
     said = []
     with hold_work_dir(tmp_path, log=said.append) as lease:
         assert lease_of(tmp_path)["pid"] == os.getpid()
-        # Who it was taken from, for tidying what that run left (flows/common.py).
+        # Who it was taken from, for tidying what that run left (flows/deployment_runs.py).
         assert (lease.took_over_from.pid, lease.took_over_from.label) == (first.pid, "doomed")
     assert len(said) == 1
     assert "took over" in said[0] and f"pid {first.pid}" in said[0] and "gone" in said[0]
