@@ -62,8 +62,8 @@ def evaluate_flow(config: PipelineConfig, data: DataResult | None = None, tokens
         manifests = {"accounting": data.accounting, "tokenizer": tokens.tokenizer, "shards": tokens.shards,
                      "chat_data": models.chat_data, "pretrain": models.base, "reward": models.reward,
                      **models.chat_models()}
-        run_config = config.model_dump(mode="json", exclude={"work_dir", "results"})
-        card = stages.submit(report_card_task, manifests, evaluations, check, sets, run_config, work, cfg.report)
+        card_config = config.model_dump(mode="json", exclude={"work_dir", "results"})
+        card = stages.submit(report_card_task, manifests, evaluations, check, sets, card_config, work, cfg.report)
         stages.wait()
         return publish(card.result().located(work), work, tokens, models)
 
