@@ -91,3 +91,18 @@ def harness_env(prefect_harness) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
     return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+
+
+# The longest modules, longest first. `make test` hands whole modules to its worker processes in
+# collection order, so starting these first keeps one of them from being the tail that the other
+# worker waits on at the end.
+LONGEST_MODULES = ("tests/flows/test_server.py", "tests/flows/test_pipeline.py", "tests/flows/test_chaos.py",
+                   "tests/flows/test_runners.py", "tests/tasks/eval/test_harness.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONGEST_MODULES.index(path) if path in LONGEST_MODULES else len(LONGEST_MODULES)
+
+    items.sort(key=rank)  # stable: every module's tests keep their order, and stay together

@@ -2,7 +2,8 @@
 crawl listing (collinfo.json), each crawl's warc.paths.gz and its WARC files, and, between two
 refreshes, announces a newer crawl.
 
-* the first refresh resolves "latest" to the only crawl and takes in its files;
+* the first refresh resolves "latest" to the only crawl and takes in its files, one of which answers
+  503 for longer than a read's own retries last: its URL-filter run fails, waits and succeeds;
 * the second resolves "latest" to the new crawl, downloads only its files, admits none of the
   documents the dataset already holds (one of its files repeats a file of the first crawl), and
   appends shards as version 2;
@@ -79,9 +80,11 @@ def refreshes(prefect_harness, tmp_path_factory):
     old_paths = publish_crawl(files, OLD, first)
     announce(files, [(OLD, "2026-03-01")])
     out = {"work": tmp / "work", "runs": [], "requests": []}
-    with serve(files) as url:
+    # Two attempts a read (retries: 1): the first URL-filter run of that file gives up, its retry reads.
+    with serve(files, {old_paths[0]: ["503"] * 3}) as url:
         config = micro_config(out["work"], data={
-            "source": {"kind": "commoncrawl", "base_url": url + "/", "retries": 1, "backoff_s": 0.01},
+            "source": {"kind": "commoncrawl", "base_url": url + "/", "retries": 1, "backoff_s": 0.01,
+                       "stage_retry_delay_s": 0.05},
             "refresh": {"crawls": ["latest"], "collinfo_url": url + "/collinfo.json", "max_files": 5}})
         for step in range(3):
             if step == 1:
@@ -100,6 +103,9 @@ def test_the_first_refresh_takes_in_the_newest_crawl(refreshes):
     assert (result.version, result.files, result.waiting) == (1, 2, 0)
     assert sorted(set(requested)) == sorted(refreshes["old_paths"])
     assert "dedup-filter" in data_stage_runs(runs)
+    # The file that was down: 2 failed reads, 1 more in the stage's retry (then up), 1 by extraction.
+    assert requested.count(refreshes["old_paths"][0]) == 5
+    assert ("url-filter", "Completed") in runs and not [r for r in runs if r[1] == "Failed"]
 
 
 def test_the_second_refresh_takes_in_only_the_new_crawl_and_no_document_already_held(refreshes):

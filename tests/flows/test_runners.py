@@ -76,31 +76,3 @@ def test_crawl_id_over_http_with_faults_gives_the_same_documents(threads_run, th
     assert texts(result, tmp_path) == texts(threads_run, threads_work)
     assert {d["crawl"] for m in result.docs for d in read_rows(m.located(tmp_path).files[0].path)} == {"TEST-1"}
 
-
-def test_a_reading_stage_retries_a_file_whose_reads_gave_up_and_only_then(threads_run, threads_work, tmp_path):
-    """One WARC file answers 503 for longer than a stream's own retries last: its URL-filter run
-    fails with the network's error, waits, and its retry succeeds. With no stage retries the same
-    outage fails the flow, naming the file."""
-    import gzip
-    from pathlib import Path
-
-    from flows.common import StageFailed
-    from tests.support.http import FaultyHandler, serve
-
-    crawl = threads_run.crawl.located(threads_work)
-    names = [Path(f.path).name for f in crawl.files]
-    files = {f"/crawl-data/TEST-2/warc/{n}": Path(f.path).read_bytes() for n, f in zip(names, crawl.files)}
-    files["/crawl-data/TEST-2/warc.paths.gz"] = gzip.compress(
-        "\n".join(f"crawl-data/TEST-2/warc/{n}" for n in names).encode())
-    down = f"/crawl-data/TEST-2/warc/{names[0]}"
-    source = {"kind": "commoncrawl", "crawl_id": "TEST-2", "retries": 1, "backoff_s": 0.01,
-              "stage_retry_delay_s": 0.05}
-    with serve(files, {down: ["503"] * 3}) as base:  # 2 attempts per stream: the first run gives up
-        result = data_flow(micro_config(tmp_path / "retried", data={"source": {**source, "base_url": base}}))
-        assert sum(path == down for path, _ in FaultyHandler.requests) >= 4
-    assert len(result.docs) == len(names)
-
-    with serve(files, {down: ["503"] * 3}) as base:
-        with pytest.raises(StageFailed, match=rf"stage 'url-filter' failed: SourceError: .*{names[0]}: HTTP 503"):
-            data_flow(micro_config(tmp_path / "not-retried",
-                                   data={"source": {**source, "base_url": base, "stage_retries": 0}}))

@@ -34,3 +34,20 @@ def test_the_plan_takes_unseen_files_in_order_up_to_the_budget():
     # the same file under another crawl is that crawl's own
     assert len(plan_refresh([("B", entry("a0"))], ledger, 5).files) == 1
     assert plan_refresh(candidates[:1], ledger, 5).files == []
+
+
+def test_a_reading_stage_retries_only_when_its_reads_gave_up():
+    from prefect.states import Completed, Failed
+
+    from tasks.data.fetch import SourceConfig, gave_up_reading, stage_retry_options
+
+    options = stage_retry_options(SourceConfig(stage_retries=2, stage_retry_delay_s=30))
+    assert options["retries"] == 2 and options["retry_delay_seconds"] == [30, 120]
+    assert stage_retry_options(SourceConfig(stage_retries=0))["retries"] == 0
+
+    def failed_with(err):
+        return Failed(data=err)
+
+    assert gave_up_reading(None, None, failed_with(SourceError("https://x: HTTP 503 after 6 attempts")))
+    assert not gave_up_reading(None, None, failed_with(ValueError("a damaged file")))
+    assert not gave_up_reading(None, None, Completed())
