@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from cli.args import non_negative, positive
+
 
 def _config(args):
     from flows.config import ConfigError, load_config, parse_override
@@ -153,20 +155,6 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     # The temporary local server's telemetry heartbeat contends for its SQLite file and
     # logs spurious "database is locked" tracebacks; a local CLI run has no use for it.
@@ -188,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="rlhf", help="base, sft or rlhf (from the work dir's models.json), "
                                                    "or a checkpoint directory")
     p.add_argument("--prompt", help="answer one prompt and exit")
-    p.add_argument("--temperature", type=_non_negative, default=0.0, help="0 is greedy (the default)")
-    p.add_argument("--top-k", type=_positive, help="sample from the k likeliest tokens only")
-    p.add_argument("--max-tokens", type=_positive, default=96, help="the longest reply, in tokens")
+    p.add_argument("--temperature", type=non_negative, default=0.0, help="0 is greedy (the default)")
+    p.add_argument("--top-k", type=positive, help="sample from the k likeliest tokens only")
+    p.add_argument("--max-tokens", type=positive, default=96, help="the longest reply, in tokens")
     p.add_argument("--seed", type=int, default=0, help="the first reply's seed; each later reply takes the next")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(fn=cmd_chat)

@@ -7,12 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _slots(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from cli.args import positive
 
 
 def _zombie_after(text: str) -> float:
@@ -31,7 +26,7 @@ def add_setup_parser(subparsers) -> None:
     p = subparsers.add_parser("setup", help="create the gpu concurrency limit and the alert and zombie-run "
                                             "automations on the Prefect server (PREFECT_API_URL)")
     p.add_argument("--webhook-url", help="POST a message here when a crawl2chat deployment's run fails or crashes")
-    p.add_argument("--gpu-slots", type=_slots, default=1,
+    p.add_argument("--gpu-slots", type=positive, default=1,
                    help="training runs that may hold a GPU at once (the 'gpu' limit; default 1)")
     p.add_argument("--zombie-after-s", type=_zombie_after, default=ZOMBIE_AFTER_S,
                    help=f"crash a running run after this many seconds without a heartbeat (default {ZOMBIE_AFTER_S})")
