@@ -1,4 +1,4 @@
-"""`crawl2chat run | chat | serve-model | serve | sample-crawl | report`."""
+"""`crawl2chat run | chat | serve-model | export | serve | sample-crawl | report`."""
 
 from __future__ import annotations
 
@@ -144,6 +144,23 @@ def cmd_serve_model(args) -> int:
     return serve_models(config, args.host, args.port, args.device)
 
 
+def cmd_export(args) -> int:
+    """One model of the work dir (or any checkpoint) as a Hugging Face folder, with its tokenizer."""
+    config = _config(args)
+    from cli.chat import ModelNotFound, checkpoint_for, model_index
+    from tasks.export.hf import ExportError, export_hf
+
+    try:
+        index = {} if args.checkpoint and args.tokenizer else model_index(config.work_dir)
+        checkpoint = args.checkpoint or checkpoint_for(index, args.model, allow_paths=False)
+        files = export_hf(checkpoint, args.tokenizer or index["tokenizer"], args.hf)
+    except (ModelNotFound, ExportError) as err:
+        sys.exit(f"crawl2chat: {err}")
+    print(f"crawl2chat: {checkpoint} exported to {args.hf} ({len(files)} files); load it with "
+          f"transformers.AutoModelForCausalLM.from_pretrained({str(args.hf)!r}, trust_remote_code=True)")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from deployments.serve import serve_all
     from flows.config import ConfigError
@@ -188,6 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(fn=cmd_serve_model)
+    p = with_config(sub.add_parser("export", help="write a model as a Hugging Face folder that transformers "
+                                                 "loads (trust_remote_code=True), tokenizer included"))
+    p.add_argument("--hf", required=True, metavar="DIR", help="the folder to write (new, empty or an earlier export)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", default="rlhf", help="base, sft, rlhf (the default) or dpo, from the work dir's "
+                                                       "models.json")
+    which.add_argument("--checkpoint", metavar="PATH", help="a checkpoint directory instead (step-NNNNNN/)")
+    p.add_argument("--tokenizer", metavar="FILE", help="the tokenizer file (default: the work dir's)")
+    p.set_defaults(fn=cmd_export)
     p = sub.add_parser("serve", help="serve the deployments (UI runs, schedules) from this process")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--work-dir", help="where the served runs write (default: the preset's), made absolute "

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {
     "models": 0, "tasks.core": 0,
     "tasks.data": 1, "tasks.tokenizer": 1,
-    "tasks.chat": 2,
+    "tasks.chat": 2, "tasks.export": 2,
     "tasks.train": 3,
     "tasks.eval": 4,
     "flows": 5,
