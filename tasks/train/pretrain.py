@@ -34,6 +34,7 @@ from tasks.core.store import Manifest, StageConfig, write_json
 from tasks.tokenizer.loader import TokenLoader
 from tasks.tokenizer.shardfile import read_shard, split_files
 from tasks.tokenizer.tokenize import load_tokenizer, token_byte_lengths
+from tasks.train.budget import Budget, check_epochs, meta_model, plan_budget
 from tasks.train.checkpoints import checkpoint_manifest
 from tasks.train.precision import Precision, Switch, autocast, maybe_compile
 from tasks.train.samples import BASE_PROMPTS, base_samples
@@ -48,8 +49,12 @@ class PretrainConfig(StageConfig):
     sequence_len: int = Field(128, ge=8)
     device_batch_size: int = Field(8, ge=1)
     total_batch_tokens: int | None = Field(None, description="Tokens per optimizer step; default one micro-batch")
-    steps: int | None = Field(300, ge=1, description="Optimizer steps; None: from tokens_per_param")
-    tokens_per_param: float = Field(20.0, gt=0)
+    steps: int | None = Field(None, ge=1, description="Optimizer steps; None: tokens_per_param × parameters")
+    tokens_per_param: float = Field(20.0, gt=0, description="Training tokens per model parameter when steps is "
+                                                           "None (about 20 is compute-optimal)")
+    max_epochs: float | None = Field(1.0, gt=0, description="Passes over the train shards the budget may take; "
+                                                            "a run needing more is refused before training. "
+                                                            "None: any")
     lr: float = Field(3e-3, gt=0, description="AdamW learning rate (all parameters, or those Muon leaves)")
     optimizer: Literal["adamw", "muon"] = Field("adamw", description="muon: Muon for the blocks' matrices")
     muon_lr: float = Field(0.02, gt=0)
@@ -94,6 +99,34 @@ def device_peak_flops(device: torch.device) -> float | None:
 def model_config(config: PretrainConfig, vocab_size: int) -> GPTConfig:
     return GPTConfig.from_depth(config.depth, vocab_size, config.sequence_len,
                                 aspect_ratio=config.aspect_ratio, head_dim=config.head_dim)
+
+
+def training_budget(config: PretrainConfig, params: int, train_rows: int, world: int) -> tuple[Budget, float]:
+    """The steps this config trains for, and the epochs of `train_rows` they take (refused above max_epochs)."""
+    budget = plan_budget(params, config.device_batch_size, config.sequence_len, world, config.total_batch_tokens,
+                         config.steps, config.tokens_per_param)
+    return budget, check_epochs(budget, train_rows, config.sequence_len, config.max_epochs)
+
+
+def planned_budget(config: PretrainConfig, vocab_size: int) -> tuple[Budget, int]:
+    """The budget and the model FLOPs per token a config plans, before any data exists: what a
+    preset costs (README's preset table)."""
+    model = meta_model(model_config(config, vocab_size))
+    return plan_budget(model.num_params(), config.device_batch_size, config.sequence_len, config.nproc * config.nnodes,
+                       config.total_batch_tokens, config.steps, config.tokens_per_param), model.flops_per_token()
+
+
+def describe_budget(config: PretrainConfig, tokenizer_path: str, train_paths: list[str]) -> str:
+    """The run's budget in one line, checked against the data before any process starts: a run
+    that would need too many epochs fails here with the one-line reason, not inside torchrun."""
+    world = config.nproc * config.nnodes
+    params = meta_model(model_config(config, load_tokenizer(tokenizer_path).n_vocab)).num_params()
+    rows = len(TokenLoader(train_paths, config.device_batch_size, config.sequence_len, world_size=world,
+                            bos_aligned=config.bos_aligned).rows)
+    budget, epochs = training_budget(config, params, rows, world)
+    rule = f" ({budget.ratio:g} tokens per parameter)" if budget.ratio is not None else ""
+    return (f"{params:,} parameters, {budget.steps:,} steps of {budget.tokens_per_step:,} tokens = "
+            f"{budget.tokens:,} tokens{rule}: {epochs:.2f} epochs of the train shards")
 
 
 def load_tokens(paths: list[str]) -> np.ndarray:
@@ -156,9 +189,8 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     gpt_config = model_config(config, enc.n_vocab)
     model = GPT(gpt_config).to(device)
     rows_per_micro_step = config.device_batch_size * config.sequence_len * world
-    total_batch = config.total_batch_tokens or rows_per_micro_step
-    micro_steps = max(1, total_batch // rows_per_micro_step)
-    steps = config.steps or max(1, int(config.tokens_per_param * model.num_params() / total_batch))
+    budget, epochs = training_budget(config, model.num_params(), len(loader.rows), world)
+    steps, micro_steps = budget.steps, budget.micro_steps
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.muon_lr, config.weight_decay)
 
     start, history = 0, empty_history()
@@ -227,6 +259,8 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     return {
         "checkpoint": str(final),
         "steps": steps,
+        "tokens": budget.tokens,
+        "epochs": round(epochs, 3),
         "params": model.num_params(),
         "val_bpb": history["val_bpb"][-1][1],
         "unigram_bpb": round(unigram_bits_per_byte(load_tokens(train_paths), val_tokens, byte_lengths), 5),
@@ -279,6 +313,9 @@ def _torchrun_worker(job_path: str) -> None:
 def pretrain_task(shards: Manifest, tokenizer: Manifest, work_dir: str, config: PretrainConfig) -> Manifest:
     run_dir = output_dir(work_dir)
     args = (config, tokenizer.files[0].path, split_files(shards, "train"), split_files(shards, "val"), run_dir)
+    from prefect import get_run_logger
+
+    get_run_logger().info("pretraining: %s", describe_budget(*args[:3]))
     result = train_distributed(*args) if config.nproc * config.nnodes > 1 else \
         train(*args, progress_reporter("pretraining"))
     return checkpoint_manifest(STAGE, result)
