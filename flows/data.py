@@ -1,7 +1,8 @@
 """The data flow: crawl → URL filter → extraction → language ID → quality → PII → dedup.
 
 Every data stage maps over the crawl's WARC files on the flow's task runner; dedup runs as its
-four mapped steps. At the end, the accounting of every filter becomes Prefect artifacts.
+four mapped steps. At the end, the accounting of every filter becomes Prefect artifacts, and the
+clean documents are published as a dataset folder that `datasets.load_dataset` opens.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tasks.data.extract import extract_task
 from tasks.data.fetch import stage_retry_options
 from tasks.data.langid import langid_task
 from tasks.data.pii import pii_task
+from tasks.data.publish import dataset_folder, publish_task
 from tasks.data.quality import quality_task
 from tasks.data.synthetic import synthetic_crawl_task
 from tasks.data.urlfilter import load_url_lists, url_filter_task
@@ -36,6 +38,8 @@ class DataResult(BaseModel):
     docs: list[Manifest]
     accounting: Manifest
     dedup_index: Manifest
+    # The documents as a dataset folder with its card (None when no document was kept).
+    dataset: Manifest | None = None
 
 
 def per_file(crawl: Manifest) -> list[Manifest]:
@@ -60,6 +64,20 @@ def dedup(stages: StageRuns, config: PipelineConfig, docs: list,
     clusters = stages.submit(clusters_task, candidates, work)
     kept = stages.map(dedup_filter_task, docs, shards, clusters=unmapped(clusters), work_dir=unmapped(work))
     return kept, index
+
+
+def publish_documents(config: PipelineConfig, work: str, docs: list[Manifest], accounting: Manifest,
+                       crawl: Manifest) -> Manifest:
+    """The clean documents as a dataset folder, its card built from the accounting and each
+    stage's config. Its own StageRuns: the data stages' runs are waited on (and tallied) already."""
+    cfg = config.data
+    filters = {"urlfilter": cfg.urlfilter, "extract": cfg.extract, "langid": cfg.langid, "quality": cfg.quality,
+               "pii": cfg.pii, "dedup": cfg.dedup}
+    synthetic = cfg.crawl if cfg.source.kind == "synthetic" else None
+    stages = StageRuns(work, config.results)
+    published = stages.submit(publish_task, docs, accounting, crawl, cfg.source.kind, filters, synthetic, work)
+    stages.wait()
+    return published.result()
 
 
 def publish_accounting(accounting: Manifest, work: str) -> None:
@@ -135,4 +153,10 @@ def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None
     if kept == 0 and earlier is None:  # a refresh may find only documents its dataset holds already
         raise StageFailed(f"stage 'data' produced no documents: nothing of the {pages} pages "
                           "survived the filters (see the data-removed artifact)")
-    return DataResult(crawl=crawl, docs=[d.result() for d in docs], accounting=accounting, dedup_index=index)
+    docs = [d.result() for d in docs]
+    dataset = None
+    if kept:  # a refresh that found only documents its dataset holds has nothing to publish
+        dataset = publish_documents(config, work, docs, accounting, crawl)
+        logger.info("data: the documents as a dataset (datasets.load_dataset opens it): %s",
+                    dataset_folder(dataset.located(work)))
+    return DataResult(crawl=crawl, docs=docs, accounting=accounting, dedup_index=index, dataset=dataset)

@@ -10,7 +10,7 @@ from flows.config import PipelineConfig, deep_merge
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 DATA_STAGES = {"synthetic-crawl", "url-filter", "extract", "langid", "quality", "pii", "dedup-signatures",
-               "dedup-candidates", "dedup-index", "dedup-clusters", "dedup-filter", "data-accounting"}
+               "dedup-candidates", "dedup-index", "dedup-clusters", "dedup-filter", "data-accounting", "data-publish"}
 TOKENIZER_STAGES = {"train-tokenizer", "token-shards"}
 TRAIN_STAGES = {"chat-data", "pretrain", "sft", "reward-model", "rlhf"}
 # What runs again when a model changes (benchmark sets depend on their files only).
