@@ -164,7 +164,7 @@ def front_matter(languages: Counter, documents: int, crawls: list[str], source_k
 
 
 def table(header: list[str], rows: list[list]) -> list[str]:
-    cells = [[f"{v:,}" if isinstance(v, int) else str(v) for v in row] for row in rows]
+    cells = [["–" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row] for row in rows]
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(row) + " |" for row in cells)]
 

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 from prefect.results import ResultRecord
 
@@ -51,7 +52,9 @@ def first_run(prefect_harness, tmp_path_factory):
     return work, state, by_stage
 
 
-def test_first_run_executes_every_stage_and_writes_the_report(first_run):
+def test_first_run_executes_every_stage_and_writes_the_report(first_run, tmp_path):
+    import datasets
+
     work, state, by_stage = first_run
     assert state.is_completed()
     assert executed(by_stage) == ALL_STAGES
@@ -59,6 +62,11 @@ def test_first_run_executes_every_stage_and_writes_the_report(first_run):
     for heading in ("## Data", "val bits per byte", "## SFT", "pairwise accuracy", "## RLHF"):
         assert heading in report
     assert (work / ".prefect-results").is_dir()
+    # The clean documents, published as a folder that datasets opens: every document dedup kept.
+    [published] = (work / "data-publish").glob("*/README.md")
+    kept = sum(pq.read_metadata(p).num_rows for p in (work / "dedup-filter").glob("*/*.parquet")
+               if not p.name.endswith(".rejects.parquet"))
+    assert datasets.load_dataset(str(published.parent), split="train", cache_dir=str(tmp_path)).num_rows == kept > 0
 
 
 def test_the_run_a_user_opens_holds_the_report_card_with_its_plots_and_the_tables(first_run):
