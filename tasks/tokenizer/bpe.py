@@ -16,18 +16,20 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import tiktoken
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tasks.core.caching import output_dir
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig, file_entry, read_rows, write_text
-from tasks.tokenizer.tokenize import is_val, load_tokenizer
+from tasks.tokenizer.tokenize import BOS, SEPARATOR_KEY, is_val, load_tokenizer
 
 STAGE = "tokenizer"
 # GPT-4's split pattern, with numbers split into groups of at most two digits.
 SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|"""
                  r"""\s*[\r\n]|\s+(?!\S)|\s+""")
-SPECIAL_TOKENS = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>",
+# The chat set: the chat format (models/chat.py) and the stages after pretraining name these tokens,
+# so every tokenizer holds them; it is the default list of special tokens, in this id order.
+SPECIAL_TOKENS = [BOS, "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>",
                   "<|python_start|>", "<|python_end|>", "<|output_start|>", "<|output_end|>"]
 
 
@@ -38,6 +40,33 @@ class BpeConfig(StageConfig):
     pattern: str = SPLIT_PATTERN
     heldout_fraction: float = Field(0.05, gt=0, lt=1, description="Documents kept out of training for the report "
                                                                   "(the same hash as the shards' val split)")
+    special_tokens: list[str] = Field(default_factory=lambda: list(SPECIAL_TOKENS),
+                                      description="Special tokens, ids in this order after the merges: the chat "
+                                                  "set, then any of your own (e.g. <|endoftext|>)")
+    document_separator: str = Field(BOS, description="The special token the shards put before each document "
+                                                     "(e.g. <|endoftext|>, GPT-2 style); one of special_tokens")
+
+    @model_validator(mode="after")
+    def _special_tokens_fit(self):
+        seen: set[str] = set()
+        for token in self.special_tokens:
+            if not token:
+                raise ValueError("special_tokens: an empty string is not a token")
+            if token in seen:
+                raise ValueError(f"special_tokens: {token} is listed twice")
+            seen.add(token)
+        missing = [token for token in SPECIAL_TOKENS if token not in seen]
+        if missing:
+            raise ValueError(f"special_tokens lacks {', '.join(missing)}: the chat stages need every token of "
+                             f"the chat set ({', '.join(SPECIAL_TOKENS)})")
+        if self.document_separator not in seen:
+            raise ValueError(f"document_separator {self.document_separator} is not one of special_tokens: "
+                             f"add it there")
+        least = 256 + len(self.special_tokens) + 1
+        if self.vocab_size < least:
+            raise ValueError(f"vocab_size {self.vocab_size} leaves no room for a merge beside 256 bytes and "
+                             f"{len(self.special_tokens)} special tokens: at least {least}")
+        return self
 
 
 def training_texts(docs: Iterable[dict], config: BpeConfig) -> Iterator[str]:
@@ -55,13 +84,14 @@ def train_bpe(texts: Iterable[str], config: BpeConfig) -> dict:
     import rustbpe
 
     trainer = rustbpe.Tokenizer()
-    trainer.train_from_iterator(iter(texts), config.vocab_size - len(SPECIAL_TOKENS), pattern=config.pattern)
+    trainer.train_from_iterator(iter(texts), config.vocab_size - len(config.special_tokens), pattern=config.pattern)
     ranks = sorted(trainer.get_mergeable_ranks(), key=lambda kv: kv[1])
     n = len(ranks)
     return {
         "pattern": config.pattern,
         "mergeable_ranks": [[base64.b64encode(bytes(tok)).decode(), rank] for tok, rank in ranks],
-        "special_tokens": {tok: n + i for i, tok in enumerate(SPECIAL_TOKENS)},
+        "special_tokens": {tok: n + i for i, tok in enumerate(config.special_tokens)},
+        SEPARATOR_KEY: config.document_separator,
     }
 
 
@@ -98,7 +128,7 @@ def tokenizer_report(enc: tiktoken.Encoding, heldout: list[dict], top_merges: in
         bytes_per_token[lang] = {"documents": len(texts), "crawl2chat": ratio(enc, texts),
                                  **{name: ratio(ref, texts) if ref else None for name, ref in references.items()}}
     merges = [enc.decode_single_token_bytes(256 + i).decode("utf-8", errors="replace")
-              for i in range(min(top_merges, enc.n_vocab - 256 - len(SPECIAL_TOKENS)))]
+              for i in range(min(top_merges, enc.n_vocab - 256 - len(enc.special_tokens_set)))]
     return {"bytes_per_token": bytes_per_token, "top_merges": merges}
 
 
