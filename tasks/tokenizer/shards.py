@@ -32,14 +32,34 @@ def shuffle_key(doc_id: str, seed: int) -> int:
     return xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode())
 
 
-def tokenize_documents(texts, tokenizer_path: str, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """All documents, in order, as one flat token array and their lengths, tokenized by
-    `workers` processes.
+# Text a worker process must have to be worth starting. A spawned worker imports the parent's
+# main module again (multiprocessing's rule), and under `crawl2chat` or a served flow run that is
+# Prefect and torch: measured 20 s for two workers on a busy 2-core machine, against 0.4 s to
+# tokenize the micro pipeline's documents in the process itself. One core tokenizes 32 MB in a few
+# seconds, so below that per worker the pool costs more than it saves.
+MIN_CHARS_PER_WORKER = 32_000_000
+
+
+def text_chars(texts) -> int:
+    if hasattr(texts, "to_pylist"):  # an Arrow string array: its byte length, without making strings
+        import pyarrow.compute as pc
+
+        return int(pc.sum(pc.binary_length(texts)).as_py() or 0)
+    return sum(len(t) for t in texts)
+
+
+def tokenize_documents(texts, tokenizer_path: str, workers: int = 1,
+                       min_chars_per_worker: int = MIN_CHARS_PER_WORKER) -> tuple[np.ndarray, np.ndarray]:
+    """All documents, in order, as one flat token array and their lengths, tokenized by up to
+    `workers` processes (fewer when the text is too short to pay for their start).
 
     Processes, not threads: tiktoken's batch encoding holds the GIL for its Python-side work, and
     two threads gave only 1.4× the speed of one. Workers are spawned (not forked, since the caller
-    may be a thread of a Prefect task runner) and import only tasks/tokenizer/tokenize.py, so they start fast.
+    may be a thread of a Prefect task runner); the function they run imports only
+    tasks/tokenizer/tokenize.py.
     """
+    if min_chars_per_worker:
+        workers = min(workers, text_chars(texts) // min_chars_per_worker)
     if workers <= 1 or len(texts) < 2 * workers:
         return tokenize_chunk(tokenizer_path, texts)
     import multiprocessing

@@ -1,4 +1,5 @@
 import numpy as np
+import pyarrow as pa
 import pytest
 import tiktoken
 from hypothesis import given, settings
@@ -73,11 +74,24 @@ def test_shard_ranges_hold_whole_documents():
 def test_parallel_tokenization_equals_serial_and_encode_ordinary(clean_docs, tokenizer_path):
     texts = [d["text"] for d in clean_docs] + ["<|bos|> is text here, not a token"]
     flat1, len1 = shards.tokenize_documents(texts, tokenizer_path, workers=1)
-    flat2, len2 = shards.tokenize_documents(texts, tokenizer_path, workers=2)
+    flat2, len2 = shards.tokenize_documents(texts, tokenizer_path, workers=2, min_chars_per_worker=0)
     assert (flat1 == flat2).all() and (len1 == len2).all()
     enc = load_tokenizer(tokenizer_path)
     expected = [t for text in texts for t in [enc.encode_single_token("<|bos|>")] + enc.encode_ordinary(text)]
     assert flat1.tolist() == expected
+
+
+def test_a_text_too_short_to_pay_for_a_worker_is_tokenized_in_the_process(monkeypatch, tokenizer_path):
+    import concurrent.futures
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a worker process was started")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", no_pool)
+    texts = ["a short text", "and another"] * 10
+    flat, lengths = shards.tokenize_documents(texts, tokenizer_path, workers=2)
+    assert len(lengths) == 20 and shards.text_chars(texts) == sum(map(len, texts))
+    assert shards.text_chars(pa.array(texts)) == sum(len(t.encode()) for t in texts)
 
 
 def test_build_shards_prefixes_bos_and_splits(docs_parquet, tokenizer_path, tmp_path):
