@@ -154,7 +154,10 @@ def cmd_export(args) -> int:
         index = {} if args.checkpoint and args.tokenizer else model_index(config.work_dir)
         checkpoint = args.checkpoint or checkpoint_for(index, args.model, allow_paths=False)
         files = export_hf(checkpoint, args.tokenizer or index["tokenizer"], args.hf)
-    except (ModelNotFound, ExportError) as err:
+    except ModelNotFound as err:
+        sys.exit(f"crawl2chat: {err}" + (" (the tokenizer comes from there, or give --tokenizer)"
+                                          if args.checkpoint else ""))
+    except ExportError as err:
         sys.exit(f"crawl2chat: {err}")
     print(f"crawl2chat: {checkpoint} exported to {args.hf} ({len(files)} files); load it with "
           f"transformers.AutoModelForCausalLM.from_pretrained({str(args.hf)!r}, trust_remote_code=True)")

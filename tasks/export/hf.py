@@ -1,14 +1,15 @@
 """A trained model as a Hugging Face model folder, which
 `transformers.AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)` and
-`AutoTokenizer.from_pretrained(folder)` load.
+`AutoTokenizer.from_pretrained(folder, trust_remote_code=True)` (it reads config.json too) load.
 
 No class of transformers has this architecture (rotary, QK-norm, ReLU², RMSNorm without weights,
 soft-capped logits, untied embeddings), so the folder carries its own code (config.json's
 `auto_map`): two small wrappers (remote_code/, shipped as package data) around copies of the
 project's own models/gpt.py and models/fused.py. The network is not written twice: gpt.py is
 copied with its one absolute import made relative (`from models.fused` → `from .fused`), which
-transformers' loader follows, copying fused.py beside it into its module cache. Exporting needs
-no transformers; loading the folder does.
+transformers' loader follows, copying fused.py beside it into its module cache. The tokenizer goes
+beside it (tasks/tokenizer/interop.py), and for a chat model the chat format as a chat template.
+Exporting needs no transformers; loading the folder does.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from pathlib import Path
 
 from models import checkpoint as ckpt
 from tasks.core.store import atomic_path
-from tasks.tokenizer.tokenize import load_tokenizer
+from tasks.tokenizer.interop import save_hf_tokenizer
+from tasks.tokenizer.tokenize import load_separator, load_tokenizer
 
 REMOTE_CODE = Path(__file__).with_name("remote_code")
+CHAT_TEMPLATE = Path(__file__).with_name("chat_template.jinja")
 CONFIG_MODULE, MODEL_MODULE = "configuration_crawl2chat", "modeling_crawl2chat"
 # The project modules the exported code runs, by the names they take in the folder.
 NETWORK_MODULES = {"gpt.py": "models.gpt", "fused.py": "models.fused"}
@@ -32,7 +35,6 @@ PROJECT_IMPORT, FOLDER_IMPORT = "from models.fused import", "from .fused import"
 PROJECT_PACKAGES = ("models", "tasks", "flows", "deployments", "cli")
 # The wrapper holds the GPT under this attribute, so its weights are named `gpt.<our name>`.
 WEIGHT_PREFIX = "gpt."
-DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 
 
 class ExportError(ValueError):
@@ -65,27 +67,34 @@ def export_weights(checkpoint_dir: Path, out: Path) -> str:
 
     with safe_open(checkpoint_dir / ckpt.WEIGHTS, framework="pt") as f:
         tensors = {WEIGHT_PREFIX + name: f.get_tensor(name) for name in f.keys()}
-        dtypes = {DTYPES.get(f.get_slice(name).get_dtype(), "float32") for name in f.keys()}
     # transformers reads the "format" entry to know the tensors are torch's.
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
-    return dtypes.pop() if len(dtypes) == 1 else "float32"
+    # One model's state dict: every tensor has the dtype the model was trained in.
+    return str(tensors[WEIGHT_PREFIX + "lm_head.weight"].dtype).removeprefix("torch.")
 
 
-def hf_config(model: dict, stage: str | None, special: dict[str, int], dtype: str) -> dict:
+def start_and_end_tokens(enc, separator: str, chat: bool) -> tuple[int, list[int]]:
+    """The token a text starts with, and those generation stops at. A conversation starts with
+    <|bos|>; its assistant turn ends at <|assistant_end|>, or at a <|bos|> that would open a new
+    conversation (crawl2chat's engine stops on both). A base model's document starts with the
+    tokenizer's document separator and ends where the next one's begins."""
+    if chat:
+        bos = enc.encode_single_token("<|bos|>")
+        return bos, [enc.encode_single_token("<|assistant_end|>"), bos]
+    return enc.encode_single_token(separator), [enc.encode_single_token(separator)]
+
+
+def hf_config(model: dict, stage: str | None, bos: int, eos: list[int], dtype: str) -> dict:
     """config.json: our GPTConfig fields as they are, what transformers needs to find the code,
     and the token ids generation starts and stops on."""
-    # A chat model's turn ends with <|assistant_end|>; a base model's document ends where the next
-    # one's <|bos|> begins. Either token ends a reply in crawl2chat's engine too.
-    chat = stage is not None
-    eos = special["<|assistant_end|>"] if chat else special["<|bos|>"]
     return {
         "architectures": ["Crawl2ChatForCausalLM"],
         "model_type": "crawl2chat",
         "auto_map": {"AutoConfig": f"{CONFIG_MODULE}.Crawl2ChatConfig",
                      "AutoModelForCausalLM": f"{MODEL_MODULE}.Crawl2ChatForCausalLM"},
         **model,
-        "bos_token_id": special["<|bos|>"],
-        "eos_token_id": eos,
+        "bos_token_id": bos,
+        "eos_token_id": eos if len(eos) > 1 else eos[0],
         "tie_word_embeddings": False,
         # The wrapper keeps no KV cache (see modeling_crawl2chat.py).
         "use_cache": False,
@@ -95,14 +104,14 @@ def hf_config(model: dict, stage: str | None, special: dict[str, int], dtype: st
 
 
 def generation_config(config: dict) -> dict:
-    """Greedy by default, stopping on either end token, like `crawl2chat chat`."""
-    stops = sorted({config["eos_token_id"], config["bos_token_id"]})
-    return {"bos_token_id": config["bos_token_id"], "eos_token_id": stops, "do_sample": False,
+    """Greedy by default, like `crawl2chat chat`."""
+    return {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"], "do_sample": False,
             "use_cache": False}
 
 
 def export_hf(checkpoint_dir: str | Path, tokenizer_path: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write the Hugging Face folder of one checkpoint and its tokenizer; returns the files written.
+    """Write the Hugging Face folder of one checkpoint and its tokenizer (a tokenizer file, as
+    tasks/tokenizer/bpe.py writes); returns the files written.
     `out_dir` must be new, empty or an earlier export (which is replaced): the folder is built beside
     it and renamed into place, so a failed export leaves nothing half-written."""
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
@@ -115,10 +124,12 @@ def export_hf(checkpoint_dir: str | Path, tokenizer_path: str | Path, out_dir: s
     if not Path(tokenizer_path).is_file():
         raise ExportError(f"no tokenizer file at {tokenizer_path}")
     try:
-        enc = load_tokenizer(str(tokenizer_path))
+        enc, separator = load_tokenizer(str(tokenizer_path)), load_separator(str(tokenizer_path))
     except ValueError as err:
         raise ExportError(str(err)) from None
-    special = {token: enc.encode_single_token(token) for token in ("<|bos|>", "<|assistant_end|>")}
+    # Pretraining writes no stage into its checkpoints; every later stage trains the chat format.
+    stage = meta.get("stage")
+    chat = stage is not None
 
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
@@ -127,9 +138,15 @@ def export_hf(checkpoint_dir: str | Path, tokenizer_path: str | Path, out_dir: s
         for name, source in network_sources().items():
             (tmp / name).write_text(source)
         dtype = export_weights(checkpoint_dir, tmp)
-        config = hf_config(meta["model"], meta.get("stage"), special, dtype)
+        config = hf_config(meta["model"], stage, *start_and_end_tokens(enc, separator, chat), dtype)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(generation_config(config), indent=2) + "\n")
+        try:
+            save_hf_tokenizer(tokenizer_path, tmp)
+        except ValueError as err:  # a vocabulary tokenizers cannot express, said in one line
+            raise ExportError(f"{tokenizer_path}: {err}") from None
+        if chat:
+            shutil.copyfile(CHAT_TEMPLATE, tmp / CHAT_TEMPLATE.name)
         if out_dir.exists():
             shutil.rmtree(out_dir)
     return sorted(out_dir.iterdir())

@@ -3,8 +3,8 @@ what it computes for the test to compare with crawl2chat's own model.
 
     python load_with_transformers.py FOLDER PROMPTS.json OUT_DIR
 
-PROMPTS.json: {"ids": [[token ids], ...]}. Writes OUT_DIR/logits.safetensors
-(one tensor per prompt) and OUT_DIR/results.json.
+PROMPTS.json: {"ids": [[token ids], ...], "texts": [str, ...], "conversation": [message, ...]}.
+Writes OUT_DIR/logits.safetensors (one tensor per prompt) and OUT_DIR/results.json.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def main(folder: str, prompts_file: str, out_dir: str) -> None:
     prompts = json.loads(Path(prompts_file).read_text())
     model, loading = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
+    # AutoTokenizer reads config.json too, whose class is the folder's own code.
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     logits, generated = {}, []
     with torch.no_grad():
         for i, ids in enumerate(prompts["ids"]):
@@ -44,6 +46,11 @@ def main(folder: str, prompts_file: str, out_dir: str) -> None:
         "network_module": type(model.gpt).__module__,
         # The folder's own copy of the network ran, not the project's package.
         "project_imported": sorted(name for name in ("models", "tasks") if name in sys.modules),
+        "tokenized": [tokenizer.encode(text, add_special_tokens=False) for text in prompts["texts"]],
+        "document": tokenizer(prompts["texts"][-1])["input_ids"],
+        "chat_prompt": tokenizer.encode(tokenizer.apply_chat_template(prompts["conversation"], tokenize=False,
+                                                                      add_generation_prompt=True),
+                                        add_special_tokens=False),
     }
     (Path(out_dir) / "results.json").write_text(json.dumps(results))
 

@@ -1,11 +1,11 @@
 """The Hugging Face export: the tiny work dir's chat model (tests/support/models.py) exported, then
 loaded by transformers in a process of its own (offline, its module cache in a temporary folder),
-computes the project model's logits and greedy tokens."""
+computes the project model's logits and greedy tokens, and its tokenizer gives the project's ids."""
 
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +21,13 @@ from models.checkpoint import load_gpt
 from models.engine import generate
 from tasks.export.hf import ExportError, export_hf
 from tasks.tokenizer.tokenize import load_tokenizer
-from tests.support.models import QUESTION, cli_env, one_torch_thread
+from tests.support.models import QUESTION, REPLY, cli_env, one_torch_thread
 
 LOADER = Path(__file__).with_name("load_with_transformers.py")
 TEXTS = [QUESTION, "Let me compute that. The answer is 156.", "What is 7 plus 8? 12*13 = 156."]
+# Two turns, the reply with its calculator call as parts.
+CONVERSATION = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": REPLY},
+                {"role": "user", "content": "And 7 plus 8?"}]
 
 
 def checkpoint_of(work: Path, name: str) -> Path:
@@ -54,7 +57,7 @@ def exported(tiny_work, tmp_path_factory) -> Path:
 def loaded(exported, prompts, tmp_path_factory) -> dict:
     """The folder loaded by transformers in a fresh process: what it computed on the prompts."""
     out = tmp_path_factory.mktemp("transformers")
-    (out / "prompts.json").write_text(json.dumps({"ids": prompts, "texts": TEXTS}))
+    (out / "prompts.json").write_text(json.dumps({"ids": prompts, "texts": TEXTS, "conversation": CONVERSATION}))
     # Offline, with Hugging Face's caches (the copied model code among them) in a temporary folder;
     # run from elsewhere, so nothing is read from the checkout by accident.
     env = {**cli_env(), "HF_HUB_OFFLINE": "1", "HF_HOME": str(out / "hf-home"),
@@ -107,13 +110,22 @@ def test_padding_is_refused_not_read(loaded):
     assert loaded["padding_refused"] == "crawl2chat models take no padding: pass rows of equal length, unpadded"
 
 
+def test_the_folders_tokenizer_gives_the_project_ids(loaded, chat, prompts):
+    assert loaded["tokenized"] == [chat.text(text) for text in TEXTS]
+    assert loaded["document"] == prompts[2]  # with special tokens: the separator first, as in pretraining
+
+
+def test_the_chat_template_renders_the_chat_format(loaded, chat):
+    assert loaded["chat_prompt"] == render_prompt(chat, CONVERSATION)
+
+
 def test_config_names_the_code_and_the_end_tokens(loaded, exported, chat, ours):
     config = json.loads((exported / "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_crawl2chat.Crawl2ChatForCausalLM"
     assert {k: config[k] for k in ours.config.to_dict()} == ours.config.to_dict()
-    assert (config["bos_token_id"], config["eos_token_id"]) == (chat.bos, chat.assistant_end)
+    assert (config["bos_token_id"], config["eos_token_id"]) == (chat.bos, [chat.assistant_end, chat.bos])
     generation = json.loads((exported / "generation_config.json").read_text())
-    assert generation["eos_token_id"] == sorted({chat.bos, chat.assistant_end})
+    assert generation["eos_token_id"] == [chat.assistant_end, chat.bos]
 
 
 def test_the_command_writes_the_same_folder(loaded, exported, tiny_work, tmp_path, capsys):
@@ -134,6 +146,9 @@ def test_the_command_writes_the_same_folder(loaded, exported, tiny_work, tmp_pat
 
 @pytest.mark.parametrize("argv, error", [
     (["--work-dir", "{tmp}/nowhere"], "crawl2chat: no trained models in {tmp}/nowhere: run `crawl2chat run` first"),
+    (["--work-dir", "{tmp}/nowhere", "--checkpoint", "{tmp}"],
+     "crawl2chat: no trained models in {tmp}/nowhere: run `crawl2chat run` first (the tokenizer comes from there, "
+     "or give --tokenizer)"),
     (["--checkpoint", "{tmp}", "--tokenizer", "{work}/tokenizer.json"],
      "crawl2chat: {tmp} is not a model checkpoint (no model.safetensors and meta.json)"),
     (["--work-dir", "{work}", "--model", "reward"], "crawl2chat: unknown model 'reward': the work dir has base, sft, "
@@ -151,3 +166,27 @@ def test_a_folder_holding_something_else_is_not_overwritten(tiny_work, tmp_path)
     with pytest.raises(ExportError, match="not empty"):
         export_hf(checkpoint_of(tiny_work, "sft"), tiny_work / "tokenizer.json", tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def copy_checkpoint(work: Path, to: Path, stage: str | None) -> Path:
+    """The base checkpoint as another stage would have written it (pretraining writes no stage)."""
+    shutil.copytree(checkpoint_of(work, "base"), to)
+    meta = json.loads((to / "meta.json").read_text())
+    meta.pop("stage")
+    (to / "meta.json").write_text(json.dumps(meta | ({"stage": stage} if stage else {})))
+    return to
+
+
+def test_a_pretrained_model_has_no_chat_template_and_ends_at_the_document_separator(tiny_work, tmp_path, chat):
+    files = export_hf(copy_checkpoint(tiny_work, tmp_path / "step-000001", None), tiny_work / "tokenizer.json",
+                      tmp_path / "hf")
+    assert "chat_template.jinja" not in {f.name for f in files} and "tokenizer.json" in {f.name for f in files}
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"], config["crawl2chat_stage"]) == (chat.bos, chat.bos, "base")
+
+
+def test_a_reward_model_is_refused(tiny_work, tmp_path):
+    reward = copy_checkpoint(tiny_work, tmp_path / "step-000001", "reward")
+    with pytest.raises(ExportError, match="is a reward model"):
+        export_hf(reward, tiny_work / "tokenizer.json", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
