@@ -2,18 +2,21 @@
 final validation loss fitted against training compute as L(C) = E + A · C^(−α).
 
 The grid: every depth, trained either on `tokens_per_param` × its parameter count (the
-compute-optimal rule, about 20 for Chinchilla; pretraining applies the rule itself) or on each of
-a list of explicit token budgets.
+compute-optimal rule is about 20, after Chinchilla; pretraining applies the rule itself, at the
+sweep's ratio or train.pretrain's) or on each of a list of explicit token budgets.
 
 The loss is the final val bits per byte that pretraining reports: it does not depend on the
-tokenizer's vocabulary, so sweeps on different tokenizers compare; within one sweep it is the
-per-token loss times a constant (nats → bits, tokens → bytes), which changes E and A, not α.
+tokenizer's vocabulary, so sweeps on different tokenizers compare; within one sweep it is, but for
+the special tokens it leaves out, the per-token loss on the same val tokens times a constant (nats
+→ bits, tokens → bytes), which scales E and A and leaves α as it is.
 
 The compute of a run is the model's own `flops_per_token()` × tokens trained: the matmul FLOPs of a
 forward and backward pass, 6 × the parameters outside the embedding table plus attention. 6·N·D
-with every parameter would count the embedding table, a lookup that costs no matmul and is most of
-a small model's parameters, and it leaves out attention, which at these widths is not small; both
-bend the small end of the curve (Kaplan et al. 2020 fit non-embedding compute for that reason).
+with every parameter would count the embedding table, a lookup that costs no matmul, and leave
+out attention. Both shares shrink as the model grows (the table is two fifths of the parameters of
+the smallest model a CPU sweeps and 4% at depth 6; attention a fifth of the FLOPs down to a tenth),
+so they would not scale C by a constant but bend its small end and with it α; this is why Kaplan
+et al. (2020) fit non-embedding compute.
 
 The claim a sweep makes: the largest-compute point is held out, the law is fitted on the others,
 and the report gives the relative error of its prediction of the held-out point's loss.
@@ -44,8 +47,9 @@ class SweepConfig(StageConfig):
     """The grid of a scaling sweep; every other pretraining setting is the pipeline's train.pretrain."""
 
     depths: list[int] = Field([2, 3, 4, 5, 6], min_length=1, description="Model depths to pretrain")
-    tokens_per_param: float = Field(20.0, gt=0, description="Training tokens per parameter of each depth "
-                                                            "(about 20 is compute-optimal); unused with tokens")
+    tokens_per_param: float | None = Field(None, gt=0, description="Training tokens per parameter of each depth "
+                                                                   "(about 20 is compute-optimal); None: "
+                                                                   "train.pretrain's own")
     tokens: list[int] = Field(default_factory=list, description="Explicit token budgets instead, each trained "
                                                                 "at every depth")
 
@@ -55,7 +59,7 @@ class SweepConfig(StageConfig):
             raise ValueError(f"depths must be distinct and at least 1, got {self.depths}")
         if self.tokens and (min(self.tokens) < 1 or len(set(self.tokens)) != len(self.tokens)):
             raise ValueError(f"tokens must be distinct positive budgets, got {self.tokens}")
-        if self.tokens and "tokens_per_param" in self.model_fields_set:
+        if self.tokens and self.tokens_per_param is not None:
             raise ValueError("set tokens_per_param or tokens, not both")
         points = len(self.depths) * max(1, len(self.tokens))
         if points < FIT_PARAMETERS + 1:
@@ -74,21 +78,23 @@ class GridPoint:
 
 
 def tokens_per_step(device_batch_size: int, sequence_len: int, world: int, total_batch_tokens: int | None) -> int:
-    """Tokens of one optimizer step, as pretraining counts them: whole micro-batches of every rank."""
+    """Tokens of one optimizer step as pretraining's budget counts them (tasks/train/budget.py):
+    whole micro-batches of every rank."""
     rows = device_batch_size * sequence_len * world
     return max(1, (total_batch_tokens or rows) // rows) * rows
 
 
 def sweep_grid(base, sweep: SweepConfig) -> list[GridPoint]:
     """The pretraining config of every grid point: `base` (a PretrainConfig) with the point's depth
-    and budget. With tokens_per_param, `steps` is cleared so that pretraining sizes the run from the
-    model it builds; an explicit budget becomes the whole steps it fills (at least one)."""
+    and budget. Without explicit budgets, `steps` is cleared so that pretraining sizes each run from
+    the model it builds, at the sweep's tokens_per_param or else the base's; an explicit budget
+    becomes the whole steps it fills (at least one)."""
     def with_fields(**update):  # validated, unlike model_copy
         return type(base).model_validate({**base.model_dump(), **update})
 
     if not sweep.tokens:
-        return [GridPoint(f"d{d}", with_fields(depth=d, steps=None, tokens_per_param=sweep.tokens_per_param))
-                for d in sweep.depths]
+        ratio = sweep.tokens_per_param or base.tokens_per_param
+        return [GridPoint(f"d{d}", with_fields(depth=d, steps=None, tokens_per_param=ratio)) for d in sweep.depths]
     step = tokens_per_step(base.device_batch_size, base.sequence_len, base.nproc * base.nnodes,
                            base.total_batch_tokens)
     return [GridPoint(f"d{d}-t{t}", with_fields(depth=d, steps=max(1, round(t / step))))
@@ -110,18 +116,16 @@ class Point:
 
 
 def measured_point(label: str, run: Manifest) -> Point:
-    """A pretraining run's point, from its manifest and its checkpoint's meta.json: the model that
-    was trained (for its FLOPs per token) and the config it trained with (for its tokens)."""
+    """A pretraining run's point: the tokens it trained and its loss from its manifest, its FLOPs
+    per token from the model its checkpoint's meta.json describes."""
     import torch
 
     from models.gpt import GPT, GPTConfig
 
     meta = json.loads(Path(next(f.path for f in run.files if f.path.endswith("meta.json"))).read_text())
-    config = meta["config"]
     with torch.device("meta"):  # only the shapes: no memory, no initialisation
         flops = GPT(GPTConfig(**meta["model"])).flops_per_token()
-    tokens = run.stats["steps"] * tokens_per_step(config["device_batch_size"], config["sequence_len"],
-                                                  config["nproc"] * config["nnodes"], config["total_batch_tokens"])
+    tokens = run.stats["tokens"]
     return Point(label=label, depth=meta["model"]["n_layer"], params=run.stats["params"], tokens=tokens,
                  flops_per_token=flops, compute=float(flops * tokens), loss=float(run.stats[METRIC]))
 
@@ -302,9 +306,9 @@ def plot_sweep(analysis: SweepAnalysis, path: Path) -> Path:
         chosen = [p for p in analysis.points if analysis.role(p.label) == role]
         if chosen:
             ax.scatter([p.compute for p in chosen], [p.loss for p in chosen], label=role, zorder=3, **style)
-    ax.scatter([held.compute], [held.loss], color="tab:red", marker="*", s=160, zorder=4,
-               label=f"held out ({held.label}): predicted {analysis.error:+.1%}")
-    ax.scatter([held.compute], [analysis.predicted], color="tab:red", marker="x", zorder=4)
+    ax.scatter([held.compute], [held.loss], color="tab:red", marker="*", s=160, zorder=4, label=f"held out: {held.label}")
+    ax.scatter([held.compute], [analysis.predicted], color="black", marker="x", zorder=5,
+               label=f"its prediction ({analysis.error:+.1%})")
     for p in analysis.points:
         ax.annotate(p.label, (p.compute, p.loss), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")

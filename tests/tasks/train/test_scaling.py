@@ -10,9 +10,10 @@ import pytest
 
 from models.gpt import GPT, GPTConfig
 from tasks.core.store import Manifest, file_entry
+from tasks.train.budget import plan_budget
 from tasks.train.pretrain import PretrainConfig
 from tasks.train.scaling import (FitRefused, Point, SweepConfig, analyze_sweep, compute_frontier, fit_power_law,
-                                 measured_point, predict, sweep_grid, write_sweep)
+                                 measured_point, predict, sweep_grid, tokens_per_step, write_sweep)
 
 # A law of the shape the sweep fits, with numbers of the size a CPU sweep measures.
 E, A, ALPHA = 0.8, 3.0e3, 0.35
@@ -78,6 +79,9 @@ def test_the_compute_optimal_grid_lets_pretraining_size_each_depth():
     assert [p.config.depth for p in grid] == [1, 2, 3, 5]
     assert {(p.config.steps, p.config.tokens_per_param, p.config.lr, p.config.sequence_len) for p in grid} == \
         {(None, 5, 0.01, 64)}  # the budget rule is pretraining's; every other setting is the base's
+    base = PretrainConfig(steps=500, tokens_per_param=1.5)
+    assert {(p.config.steps, p.config.tokens_per_param) for p in sweep_grid(base, SweepConfig(depths=[1, 2, 3, 4]))} \
+        == {(None, 1.5)}  # without a ratio of its own, the sweep trains at the base's
 
 
 def test_explicit_budgets_are_crossed_with_the_depths_as_whole_steps():
@@ -141,14 +145,14 @@ def test_a_sweep_with_too_few_points_on_the_frontier_is_refused():
 
 
 def pretrain_run(folder, depth: int, steps: int, val_bpb: float) -> Manifest:
-    """What the sweep reads of a pretraining run: its checkpoint's meta.json and the manifest's stats."""
+    """What the sweep reads of a pretraining run: its checkpoint's meta.json and the manifest's stats
+    (steps of 4 × 64 tokens)."""
     model = GPTConfig.from_depth(depth, 300, 64, aspect_ratio=16, head_dim=8)
-    config = PretrainConfig(depth=depth, aspect_ratio=16, head_dim=8, sequence_len=64, device_batch_size=4)
     folder.mkdir(parents=True)
-    (folder / "meta.json").write_text(json.dumps({"model": model.to_dict(), "config": config.model_dump(mode="json"),
-                                                  "steps": steps}))
+    (folder / "meta.json").write_text(json.dumps({"model": model.to_dict(), "steps": steps}))
     return Manifest(stage="pretrain", files=[file_entry(folder / "meta.json")],
-                    stats={"steps": steps, "params": GPT(model).num_params(), "val_bpb": val_bpb})
+                    stats={"steps": steps, "tokens": steps * 4 * 64, "params": GPT(model).num_params(),
+                           "val_bpb": val_bpb})
 
 
 def test_a_runs_compute_is_its_models_flops_per_token_times_the_tokens_it_trained(tmp_path):
@@ -156,6 +160,13 @@ def test_a_runs_compute_is_its_models_flops_per_token_times_the_tokens_it_traine
     model = GPT(GPTConfig.from_depth(3, 300, 64, aspect_ratio=16, head_dim=8))
     assert (p.depth, p.tokens, p.loss, p.params) == (3, 60 * 4 * 64, 1.25, model.num_params())
     assert p.flops_per_token == model.flops_per_token() and p.compute == model.flops_per_token() * 60 * 4 * 64
+
+
+@pytest.mark.parametrize("batch, seq, world, total", [(4, 64, 1, None), (4, 64, 1, 512), (8, 128, 2, 4096),
+                                                      (8, 128, 2, 3000)])
+def test_a_step_holds_the_tokens_pretrainings_budget_counts(batch, seq, world, total):
+    assert tokens_per_step(batch, seq, world, total) == \
+        plan_budget(1000, batch, seq, world, total, steps=1, tokens_per_param=1).tokens_per_step
 
 
 def test_a_sweep_writes_its_fit_plot_and_report(tmp_path):
