@@ -1,4 +1,4 @@
-"""`crawl2chat run | chat | serve-model | export | serve | sample-crawl | report`."""
+"""`crawl2chat run | refresh | sweep | chat | serve-model | export | serve | setup | sample-crawl | report`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli.args import non_negative, positive
+from cli.args import non_negative, positive, whole_numbers
 
 
 def _config(args):
@@ -110,6 +110,37 @@ def cmd_refresh(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """A scaling-law sweep (docs/sweep.md): the preset's pretraining over a grid of depths, the loss
+    fitted against compute; prints the report's path."""
+    config = _config(args)
+    from pydantic import ValidationError
+
+    from flows.common import MachineUnfit, StageFailed, tally_stage_runs
+    from flows.config import describe_validation_error
+    from flows.sweep import sweep_flow
+    from tasks.core.lease import WorkDirBusy
+    from tasks.train.scaling import SweepConfig
+
+    grid = {k: v for k, v in (("depths", args.depths), ("tokens_per_param", args.tokens_per_param),
+                              ("tokens", args.tokens)) if v is not None}
+    try:
+        sweep = SweepConfig(**grid)
+    except ValidationError as err:
+        sys.exit(f"crawl2chat: sweep: {describe_validation_error(err)}")
+    for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
+        handler.addFilter(_StageFailureWithoutTraceback())
+    try:
+        with tally_stage_runs() as runs:
+            report = sweep_flow(config, sweep)
+    except (StageFailed, MachineUnfit, WorkDirBusy) as err:
+        sys.exit(f"crawl2chat: {err}")
+    states = [state for _, state in runs]
+    print(f"crawl2chat: {states.count('Completed')} stage runs executed, {states.count('Cached')} cached")
+    print(f"crawl2chat: scaling report: {report}")
+    return 0
+
+
 def cmd_sample_crawl(args) -> int:
     from tasks.data.synthetic import CrawlConfig, generate_crawl
 
@@ -192,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     with_config(sub.add_parser("run", help="run the whole pipeline")).set_defaults(fn=cmd_run)
     with_config(sub.add_parser("refresh", help="take in the crawl files not seen yet as the dataset's next "
                                                "version (docs/refresh.md)")).set_defaults(fn=cmd_refresh)
+    p = with_config(sub.add_parser("sweep", help="a scaling-law sweep: pretraining over a grid of depths, loss "
+                                                 "fitted against compute (docs/sweep.md)"))
+    p.add_argument("--depths", type=whole_numbers, help="comma-separated depths, e.g. 2,3,4,5,6")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--tokens-per-param", type=float, help="training tokens per parameter of each depth")
+    budget.add_argument("--tokens", type=whole_numbers, help="explicit token budgets, each trained at every depth")
+    p.set_defaults(fn=cmd_sweep)
     p = with_config(sub.add_parser("chat", help="talk to a trained model"))
     p.add_argument("--model", default="rlhf", help="base, sft or rlhf (from the work dir's models.json), "
                                                    "or a checkpoint directory")

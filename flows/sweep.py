@@ -6,21 +6,19 @@ Every grid point is the pipeline's own cached pretraining stage with the point's
 so a rerun trains nothing and a sweep with one more depth trains only that depth. Points train one
 after another: they share one device, where side by side they would only slow each other down.
 
-    python -m flows.sweep --preset tiny --work-dir W --depths 1,2,3,4 [--tokens 16384 | --tokens-per-param 20]
+    crawl2chat sweep --preset tiny --work-dir W --depths 1,2,3,4 [--tokens 16384 | --tokens-per-param 20]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from prefect import allow_failure, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.common import StageRuns, owned_work_dir, tally_stage_runs
+from flows.common import StageRuns, owned_work_dir
 from flows.config import PipelineConfig
 from flows.deployment_runs import run_config
 from flows.tokenizer import TokenizerResult
@@ -80,63 +78,3 @@ def publish_sweep(fit: Manifest, work: str) -> Path:
     create_table_artifact(points, key="scaling-sweep-points",
                           description="Every grid point: parameters, tokens, compute, val bits per byte, role")
     return report
-
-
-# --- Running it from a shell ----------------------------------------------------------------------------
-
-
-def _whole_numbers(text: str) -> list[int]:
-    """'2,3,4' or '1e5,4e5' → whole numbers (a budget reads better in exponent form)."""
-    try:
-        numbers = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if not all(n.is_integer() for n in numbers):
-        raise argparse.ArgumentTypeError(f"expected whole numbers, got {text!r}")
-    return [int(n) for n in numbers]
-
-
-def main(argv: list[str] | None = None) -> int:
-    from pydantic import ValidationError
-
-    from flows.common import MachineUnfit, StageFailed
-    from flows.config import ConfigError, deep_merge, describe_validation_error, load_config, parse_override
-    from tasks.core.lease import WorkDirBusy
-
-    parser = argparse.ArgumentParser(prog="python -m flows.sweep", description="A scaling-law sweep over depths")
-    parser.add_argument("--preset", default="tiny", help="preset name or YAML path (its train.pretrain is the base)")
-    parser.add_argument("--work-dir")
-    parser.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")
-    parser.add_argument("--depths", type=_whole_numbers, help="comma-separated depths, e.g. 2,3,4,5,6")
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--tokens-per-param", type=float, help="training tokens per parameter of each depth")
-    budget.add_argument("--tokens", type=_whole_numbers, help="explicit token budgets, each trained at every depth")
-    args = parser.parse_args(argv)
-
-    overrides: dict = {}
-    try:
-        for item in args.set or []:
-            overrides = deep_merge(overrides, parse_override(item))
-        if args.work_dir:
-            overrides["work_dir"] = args.work_dir
-        config = load_config(args.preset, overrides)
-        grid = {k: v for k, v in (("depths", args.depths), ("tokens_per_param", args.tokens_per_param),
-                                  ("tokens", args.tokens)) if v is not None}
-        sweep = SweepConfig(**grid)
-    except ConfigError as err:
-        sys.exit(f"crawl2chat sweep: config error: {err}")
-    except ValidationError as err:
-        sys.exit(f"crawl2chat sweep: {describe_validation_error(err)}")
-    try:
-        with tally_stage_runs() as runs:
-            report = sweep_flow(config, sweep)
-    except (StageFailed, MachineUnfit, WorkDirBusy) as err:
-        sys.exit(f"crawl2chat sweep: {err}")
-    states = [state for _, state in runs]
-    print(f"crawl2chat sweep: {states.count('Completed')} stage runs executed, {states.count('Cached')} cached")
-    print(f"crawl2chat sweep: {report}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -42,11 +42,17 @@ def meta_model(model_config: GPTConfig) -> GPT:
         return GPT(model_config)
 
 
-def plan_budget(params: int, device_batch_size: int, sequence_len: int, world: int,
-                total_batch_tokens: int | None, steps: int | None, tokens_per_param: float) -> Budget:
+def step_size(device_batch_size: int, sequence_len: int, world: int, total_batch_tokens: int | None) -> tuple[int, int]:
+    """Micro-steps per optimizer step and the tokens that step takes: whole micro-batches of every
+    rank, as many as fit in total_batch_tokens (one when it is not set)."""
     rows_per_micro_step = device_batch_size * sequence_len * world
     micro_steps = max(1, (total_batch_tokens or rows_per_micro_step) // rows_per_micro_step)
-    tokens_per_step = micro_steps * rows_per_micro_step
+    return micro_steps, micro_steps * rows_per_micro_step
+
+
+def plan_budget(params: int, device_batch_size: int, sequence_len: int, world: int,
+                total_batch_tokens: int | None, steps: int | None, tokens_per_param: float) -> Budget:
+    micro_steps, tokens_per_step = step_size(device_batch_size, sequence_len, world, total_batch_tokens)
     if steps:
         return Budget(params, tokens_per_step, micro_steps, steps, None)
     return Budget(params, tokens_per_step, micro_steps, max(1, int(tokens_per_param * params / tokens_per_step)),

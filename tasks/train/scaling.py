@@ -37,6 +37,7 @@ from pydantic import Field, model_validator
 from tasks.core.caching import output_dir
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig, atomic_path, file_entry, write_json, write_text
+from tasks.train.budget import step_size
 
 STAGE = "sweep-fit"
 METRIC = "val_bpb"
@@ -77,13 +78,6 @@ class GridPoint:
     config: Any  # the PretrainConfig this point trains with (a stage never imports a sibling stage's module)
 
 
-def tokens_per_step(device_batch_size: int, sequence_len: int, world: int, total_batch_tokens: int | None) -> int:
-    """Tokens of one optimizer step as pretraining's budget counts them (tasks/train/budget.py):
-    whole micro-batches of every rank."""
-    rows = device_batch_size * sequence_len * world
-    return max(1, (total_batch_tokens or rows) // rows) * rows
-
-
 def sweep_grid(base, sweep: SweepConfig) -> list[GridPoint]:
     """The pretraining config of every grid point: `base` (a PretrainConfig) with the point's depth
     and budget. Without explicit budgets, `steps` is cleared so that pretraining sizes each run from
@@ -95,8 +89,8 @@ def sweep_grid(base, sweep: SweepConfig) -> list[GridPoint]:
     if not sweep.tokens:
         ratio = sweep.tokens_per_param or base.tokens_per_param
         return [GridPoint(f"d{d}", with_fields(depth=d, steps=None, tokens_per_param=ratio)) for d in sweep.depths]
-    step = tokens_per_step(base.device_batch_size, base.sequence_len, base.nproc * base.nnodes,
-                           base.total_batch_tokens)
+    _, step = step_size(base.device_batch_size, base.sequence_len, base.nproc * base.nnodes,
+                        base.total_batch_tokens)
     return [GridPoint(f"d{d}-t{t}", with_fields(depth=d, steps=max(1, round(t / step))))
             for d in sweep.depths for t in sweep.tokens]
 

@@ -15,7 +15,8 @@ import re
 import pytest
 
 from flows.common import tally_stage_runs
-from flows.sweep import main, sweep_flow
+from cli.main import main
+from flows.sweep import sweep_flow
 from flows.tokenizer import TokenizerResult
 from tasks.core.store import Manifest, file_entry
 from tasks.train.scaling import SweepConfig
@@ -113,6 +114,6 @@ def test_the_report_and_the_points_are_artifacts_of_the_sweep_run(sweeps):
 ])
 def test_the_command_refuses_a_grid_it_cannot_fit_in_one_line_before_any_work(argv, message, tmp_path):
     with pytest.raises(SystemExit) as exit_:
-        main([*argv, "--work-dir", str(tmp_path)])
-    assert str(exit_.value).startswith("crawl2chat sweep: ") and message in str(exit_.value)
+        main(["sweep", *argv, "--work-dir", str(tmp_path)])
+    assert str(exit_.value).startswith("crawl2chat: ") and message in str(exit_.value)
     assert "\n" not in str(exit_.value) and not any(tmp_path.iterdir())

@@ -24,7 +24,9 @@ MICRO = {
     "train": {
         "chat_data": {"sft_examples": 60, "preference_pairs": 60, "rl_prompts": 20, "heldout_fraction": 0.2},
         "pretrain": {"depth": 1, "aspect_ratio": 32, "head_dim": 32, "sequence_len": 64, "device_batch_size": 4,
-                     "steps": 6, "eval_every": 6, "eval_tokens": 512, "checkpoint_every": 3, "device": "cpu"},
+                     "steps": 6, "eval_every": 6, "eval_tokens": 512, "checkpoint_every": 3, "device": "cpu",
+                     # The micro crawl is small: the tests that pretrain longer read it many times.
+                     "max_epochs": None},
         "sft": {"steps": 3, "batch_size": 4, "samples": 1, "device": "cpu"},
         "reward": {"steps": 3, "batch_size": 4, "device": "cpu"},
         "rlhf": {"steps": 1, "prompts_per_step": 2, "samples_per_prompt": 2, "max_reply_tokens": 4,

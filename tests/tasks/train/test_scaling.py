@@ -10,10 +10,9 @@ import pytest
 
 from models.gpt import GPT, GPTConfig
 from tasks.core.store import Manifest, file_entry
-from tasks.train.budget import plan_budget
 from tasks.train.pretrain import PretrainConfig
 from tasks.train.scaling import (FitRefused, Point, SweepConfig, analyze_sweep, compute_frontier, fit_power_law,
-                                 measured_point, predict, sweep_grid, tokens_per_step, write_sweep)
+                                 measured_point, predict, sweep_grid, write_sweep)
 
 # A law of the shape the sweep fits, with numbers of the size a CPU sweep measures.
 E, A, ALPHA = 0.8, 3.0e3, 0.35
@@ -160,13 +159,6 @@ def test_a_runs_compute_is_its_models_flops_per_token_times_the_tokens_it_traine
     model = GPT(GPTConfig.from_depth(3, 300, 64, aspect_ratio=16, head_dim=8))
     assert (p.depth, p.tokens, p.loss, p.params) == (3, 60 * 4 * 64, 1.25, model.num_params())
     assert p.flops_per_token == model.flops_per_token() and p.compute == model.flops_per_token() * 60 * 4 * 64
-
-
-@pytest.mark.parametrize("batch, seq, world, total", [(4, 64, 1, None), (4, 64, 1, 512), (8, 128, 2, 4096),
-                                                      (8, 128, 2, 3000)])
-def test_a_step_holds_the_tokens_pretrainings_budget_counts(batch, seq, world, total):
-    assert tokens_per_step(batch, seq, world, total) == \
-        plan_budget(1000, batch, seq, world, total, steps=1, tokens_per_param=1).tokens_per_step
 
 
 def test_a_sweep_writes_its_fit_plot_and_report(tmp_path):
