@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+# One torch thread per test process, and in every process a test starts: `make test` runs one
+# worker per core, and torch's default of a thread per core on top oversubscribes them; its
+# thread hand-offs then cost more than the small models' matmuls (the harness's model tests took
+# 31 s each beside the other worker, 8 s alone). Set before torch is imported anywhere.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
