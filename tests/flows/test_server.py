@@ -72,6 +72,8 @@ class Live:
         self.serve: subprocess.Popen | None = None
         self.serve_log = tmp / "serve.log"
         self.preset_work = tmp / "preset-work"
+        # The work dir the pipeline runs below share, one after another (each asserts what it reran).
+        self.served_work = tmp / "served"
 
     def logs(self) -> str:
         return (f"\n--- serve log (tail) ---\n{tail(self.serve_log)}"
@@ -246,15 +248,52 @@ def test_the_scheduler_creates_the_weekly_data_refresh_runs(live):
             f"{run.name} is not on a Monday 03:00 UTC: {start}"
 
 
+def test_a_failed_run_retried_through_the_api_reexecutes_only_the_failed_stage_and_after(live):
+    # The first served run of the module, on a fresh work dir; the triggered and killed runs below
+    # reuse it, so that their data and tokenizer stages are cache hits.
+    work = live.served_work
+    work.mkdir()
+    # A file where the reward stage makes its output folder (<work>/<task name>/<key>): the stage
+    # fails with NotADirectoryError, and deleting the file is all a retry needs.
+    blocker = work / "reward-model"
+    blocker.write_text("not a folder")
+    run = trigger(micro(work))
+    run = wait_final(live, run.id)
+    assert run.state.is_failed(), f"expected Failed, got {run.state.name}: {run.state.message}{live.logs()}"
+    assert "stage 'reward-model' failed" in (run.state.message or ""), f"{run.state.message}{live.logs()}"
+    first = stage_runs(run.id, expect=ALL_STAGES - {"rlhf"} - EVAL_STAGES)
+    assert states(first)["reward-model"] == {"Failed"}
+    # RLHF was submitted with the reward model's future and never ran (NotReady: its input failed);
+    # evaluation, in the next flow, was never submitted.
+    assert states(first).get("rlhf", {"NotReady"}) == {"NotReady"} and not EVAL_STAGES & set(first)
+    assert executed(first) == ALL_STAGES - {"reward-model", "rlhf"} - EVAL_STAGES
+
+    blocker.unlink()
+    retried_at = retry_like_the_ui(live, run.id)
+    retried = wait_final(live, run.id, min_run_count=2)
+    assert retried.id == run.id and retried.run_count == 2
+    assert retried.state.is_completed(), f"{retried.state.name}: {retried.state.message}{live.logs()}"
+    assert (work / "report.md").is_file()
+
+    second = stage_runs(run.id, since=retried_at, expect=ALL_STAGES)
+    # The first attempt never reached evaluation: its benchmark sets are read now, for the first time.
+    assert executed(second) == {"reward-model", "rlhf"} | EVAL_STAGES, states(second)
+    assert cached(second) == ALL_STAGES - executed(second), states(second)
+    # The first attempt's task runs are still there, unchanged.
+    assert states(stage_runs(run.id, expect=ALL_STAGES))["reward-model"] == {"Failed", "Completed"}
+
+
 def test_a_run_triggered_through_the_api_uses_its_parameters(live):
     from prefect import get_client
 
-    work = live.tmp / "triggered"
+    work = live.served_work
     run = trigger(micro(work, train={"pretrain": {"steps": 7}}))  # the preset says 6
     run = wait_final(live, run.id)
     assert run.state.is_completed(), f"{run.state.name}: {run.state.message}{live.logs()}"
     by_stage = stage_runs(run.id, expect=ALL_STAGES)
-    assert executed(by_stage) == ALL_STAGES and not cached(by_stage), states(by_stage)
+    # The retried run above trained 6 steps on this work dir: pretraining and what follows it run again.
+    assert executed(by_stage) == {"pretrain", "sft", "reward-model", "rlhf"} | MODEL_EVAL_STAGES, states(by_stage)
+    assert cached(by_stage) == ALL_STAGES - executed(by_stage), states(by_stage)
     # The run wrote to the work dir it was given, not the preset's, and trained for the steps it was given.
     assert (work / "report.md").is_file()
     assert not live.preset_work.exists()
@@ -312,46 +351,13 @@ def test_the_screenshot_script_shows_the_report_card_and_its_loss_plot_in_the_ui
         assert shot.format == "PNG" and shot.size == (1400, 1000)
 
 
-def test_a_failed_run_retried_through_the_api_reexecutes_only_the_failed_stage_and_after(live):
-    work = live.tmp / "retried"
-    work.mkdir()
-    # A file where the reward stage makes its output folder (<work>/<task name>/<key>): the stage
-    # fails with NotADirectoryError, and deleting the file is all a retry needs.
-    blocker = work / "reward-model"
-    blocker.write_text("not a folder")
-    run = trigger(micro(work))
-    run = wait_final(live, run.id)
-    assert run.state.is_failed(), f"expected Failed, got {run.state.name}: {run.state.message}{live.logs()}"
-    assert "stage 'reward-model' failed" in (run.state.message or ""), f"{run.state.message}{live.logs()}"
-    first = stage_runs(run.id, expect=ALL_STAGES - {"rlhf"} - EVAL_STAGES)
-    assert states(first)["reward-model"] == {"Failed"}
-    # RLHF was submitted with the reward model's future and never ran (NotReady: its input failed);
-    # evaluation, in the next flow, was never submitted.
-    assert states(first).get("rlhf", {"NotReady"}) == {"NotReady"} and not EVAL_STAGES & set(first)
-    assert executed(first) == ALL_STAGES - {"reward-model", "rlhf"} - EVAL_STAGES
-
-    blocker.unlink()
-    retried_at = retry_like_the_ui(live, run.id)
-    retried = wait_final(live, run.id, min_run_count=2)
-    assert retried.id == run.id and retried.run_count == 2
-    assert retried.state.is_completed(), f"{retried.state.name}: {retried.state.message}{live.logs()}"
-    assert (work / "report.md").is_file()
-
-    second = stage_runs(run.id, since=retried_at, expect=ALL_STAGES)
-    # The first attempt never reached evaluation: its benchmark sets are read now, for the first time.
-    assert executed(second) == {"reward-model", "rlhf"} | EVAL_STAGES, states(second)
-    assert cached(second) == ALL_STAGES - executed(second), states(second)
-    # The first attempt's task runs are still there, unchanged.
-    assert states(stage_runs(run.id, expect=ALL_STAGES))["reward-model"] == {"Failed", "Completed"}
-
-
 def test_a_run_killed_mid_pretraining_is_retried_and_resumes_from_its_checkpoint(live):
     from prefect import get_client
 
     steps, every = 150, 5
-    # The triggered run's work dir: its data, tokenizer and chat data are cache hits here, and only
+    # The module's served work dir: its data, tokenizer and chat data are cache hits here, and only
     # this run's own pretraining folder (a new one: other steps) is watched for checkpoints.
-    work = live.tmp / "triggered"
+    work = live.served_work
     pattern = str(work / "pretrain" / "*" / "step-*")
     earlier = set(glob.glob(pattern))
     # Evaluation only at the end, so the steps are quick and even (~30 ms each on a CPU core).
@@ -382,7 +388,7 @@ def test_a_run_killed_mid_pretraining_is_retried_and_resumes_from_its_checkpoint
             assert client.read_task_run(r.id).state.name == "Crashed", r.name
 
     second = stage_runs(run.id, since=retried_at, expect=ALL_STAGES)
-    # The benchmark sets were read by the triggered run, whose work dir this is.
+    # The benchmark sets were read by the earlier runs on this work dir.
     assert executed(second) == {"pretrain", "sft", "reward-model", "rlhf"} | MODEL_EVAL_STAGES, states(second)
     assert cached(second) == ALL_STAGES - executed(second), states(second)
     [pretrain] = [r for r in second["pretrain"] if r.state.is_completed()]
