@@ -47,7 +47,9 @@ class ExtractConfig(StageConfig):
     extractor: Literal["trafilatura", "resiliparse"] = Field(
         "trafilatura", description="trafilatura (FineWeb's choice) or resiliparse (faster)")
     favor_precision: bool = Field(True, description="trafilatura: prefer dropping boilerplate to keeping text")
-    include_tables: bool = False
+    include_tables: bool = Field(False, description="trafilatura: keep the text of tables (FineWeb: true)")
+    deduplicate: bool = Field(False, description="trafilatura: drop segments repeated across earlier pages "
+                                                 "(FineWeb: true); makes a page's text depend on its neighbours")
     timeout_s: float = Field(5.0, gt=0, description="Time limit per document; a page over it is skipped")
     min_chars: int = Field(1, ge=0, description="Drop extractions shorter than this many characters")
 
@@ -99,7 +101,7 @@ def extract_in_sandbox(sandbox: Sandbox, html: str, url: str, config: ExtractCon
     """The page's main text, computed in the sandbox's child under its time limit."""
     try:
         return sandbox.call(html, url, extractor=config.extractor, favor_precision=config.favor_precision,
-                            include_tables=config.include_tables)
+                            include_tables=config.include_tables, deduplicate=config.deduplicate)
     except SandboxTimeout:
         raise BadRecord("timeout") from None
     except SandboxCrashed:

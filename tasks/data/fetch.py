@@ -48,6 +48,8 @@ class SourceConfig(StageConfig):
     stage_retries: int = Field(2, ge=0, description="Runs of a reading stage again, for one file, after its reads "
                                                     "gave up (an outage longer than the per-request retries)")
     stage_retry_delay_s: float = Field(60.0, ge=0, description="Wait before the first stage retry; ×4 for each next")
+    strict: bool = Field(False, description="Fail the run on a crawl file that is not a WARC file, is empty or "
+                                            "ends mid-record; by default such a file is skipped and counted")
 
 
 class SourceError(RuntimeError):

@@ -15,16 +15,17 @@ from resiliparse.extract.html2text import extract_plain_text
 
 
 def extract_text(html: str, url: str, *, extractor: str = "trafilatura", favor_precision: bool = True,
-                 include_tables: bool = False) -> str:
-    """The main text of a page. Both extractors see one document at a time and keep no state
-    between documents (trafilatura's cross-document deduplication is off), so output never
-    depends on the order or the grouping of pages."""
+                 include_tables: bool = False, deduplicate: bool = False) -> str:
+    """The main text of a page. By default both extractors see one document at a time and keep no
+    state between documents (trafilatura's cross-document deduplication is off), so output never
+    depends on the order or the grouping of pages. `deduplicate` turns trafilatura's on, as FineWeb
+    runs it: a segment seen often in earlier pages of the same child process is dropped."""
     if extractor == "resiliparse":
         text = extract_plain_text(html, main_content=True, alt_texts=False, links=False, form_fields=False)
     elif extractor == "trafilatura":
         text = trafilatura.extract(
             html, url=url, favor_precision=favor_precision, include_comments=False,
-            include_tables=include_tables, deduplicate=False, with_metadata=False,
+            include_tables=include_tables, deduplicate=deduplicate, with_metadata=False,
         )
     else:
         raise ValueError(f"unknown extractor {extractor!r}: trafilatura or resiliparse")
