@@ -22,6 +22,8 @@ def _config(args):
             overrides = deep_merge(overrides, parse_override(item))
         if args.work_dir:
             overrides["work_dir"] = args.work_dir
+        if getattr(args, "strict", False):
+            overrides = deep_merge(overrides, {"data": {"source": {"strict": True}}})
         return load_config(args.preset, overrides)
     except ConfigError as err:
         sys.exit(f"crawl2chat: config error: {err}")
@@ -220,9 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--work-dir", help="where every stage writes (default: the preset's)")
         return p
 
-    with_config(sub.add_parser("run", help="run the whole pipeline")).set_defaults(fn=cmd_run)
-    with_config(sub.add_parser("refresh", help="take in the crawl files not seen yet as the dataset's next "
-                                               "version (docs/refresh.md)")).set_defaults(fn=cmd_refresh)
+    def with_strict(p):
+        p.add_argument("--strict", action="store_true",
+                       help="fail on a crawl file that is not a WARC file, is empty or is cut short (by default "
+                            "it is skipped and counted: data.source.strict)")
+        return p
+
+    with_strict(with_config(sub.add_parser("run", help="run the whole pipeline"))).set_defaults(fn=cmd_run)
+    with_strict(with_config(sub.add_parser("refresh", help="take in the crawl files not seen yet as the dataset's "
+                                                           "next version (docs/refresh.md)"))).set_defaults(fn=cmd_refresh)
     p = with_config(sub.add_parser("sweep", help="a scaling-law sweep: pretraining over a grid of depths, loss "
                                                  "fitted against compute (docs/sweep.md)"))
     p.add_argument("--depths", type=whole_numbers, help="comma-separated depths, e.g. 2,3,4,5,6")

@@ -80,10 +80,14 @@ def publish_documents(config: PipelineConfig, work: str, docs: list[Manifest], a
     return published.result()
 
 
-def publish_accounting(accounting: Manifest, work: str) -> None:
+def publish_accounting(accounting: Manifest, work: str) -> dict:
+    """The accounting report as Prefect artifacts; returns the report."""
     report = json.loads(Path(accounting.located(work).files[0].path).read_text())
     create_table_artifact(report["removed"], key="data-removed",
                           description="Documents kept and removed per stage and reason")
+    if report["damaged_files"]:
+        create_table_artifact(report["damaged_files"], key="data-damaged-files",
+                              description="Crawl files that could not be read whole, skipped from the damage on")
     if "ground_truth" in report:
         create_table_artifact(report["ground_truth"], key="data-filter-scores",
                               description="Each stage against the synthetic crawl's labels")
@@ -92,6 +96,7 @@ def publish_accounting(accounting: Manifest, work: str) -> None:
         lines.append(f"## {reason}")
         lines += [f"- {s['url']}: {s['text'][:120]!r}" for s in samples]
     create_markdown_artifact("\n".join(lines), key="data-reject-samples")
+    return report
 
 
 @flow(name="data")
@@ -147,12 +152,17 @@ def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None
     accounting, index = accounting.result(), index.result()
     logger.info("dedup index of this run (for dedup.previous_index of a later one): %s",
                 index.located(work).files[0].path)
-    publish_accounting(accounting, work)
+    report = publish_accounting(accounting, work)
     kept, pages = accounting.stats["final_docs"], accounting.stats["input_docs"]
     logger.info("data: %d of %d pages kept", kept, pages)
+    damaged = "; ".join(f"{row['file']} {row['reason']}" for row in report["damaged_files"])
+    if damaged:
+        logger.warning("data: %d of %d crawl files could not be read whole: %s", len(report["damaged_files"]),
+                       accounting.stats["files"], damaged)
     if kept == 0 and earlier is None:  # a refresh may find only documents its dataset holds already
+        unread = f"; damaged crawl files: {damaged}" if damaged else ""
         raise StageFailed(f"stage 'data' produced no documents: nothing of the {pages} pages "
-                          "survived the filters (see the data-removed artifact)")
+                          f"survived the filters (see the data-removed artifact){unread}")
     docs = [d.result() for d in docs]
     dataset = None
     if kept:  # a refresh that found only documents its dataset holds has nothing to publish

@@ -1,8 +1,9 @@
 """Accounting of the data stages: what each filter removed, and, on the synthetic crawl, how well.
 
 Every stage's manifests count kept and removed documents per reason; this module sums them into
-one table, samples rejects per reason for audit, and scores each stage against the crawl's
-ground-truth labels (precision: removed pages that were bad; recall: bad pages removed).
+one table, samples rejects per reason for audit, lists the crawl files that could not be read
+whole, and scores each stage against the crawl's ground-truth labels (precision: removed pages that
+were bad; recall: bad pages removed).
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ def label_scores(stages: list[tuple[str, list[Manifest]]], labels_file: str, kep
     return rows
 
 
+def damaged_files(manifests: list[Manifest]) -> list[dict]:
+    """The crawl files that could not be read whole (tasks/data/warcfile.py), one row each: the
+    file and why, e.g. `file:truncated_at=61090`. The stage that reads every file first (the URL
+    filter) records them as `stats.file_problem`."""
+    return [{"file": m.stats["file"], "reason": m.stats["file_problem"]}
+            for m in manifests if m.stats.get("file_problem")]
+
+
 def data_report(stages: dict[str, list[Manifest]], crawl: Manifest) -> tuple[dict, dict]:
     """The accounting report (removals per stage and reason, reject samples and, when the crawl has
     labels, the scores against them) and its headline stats. `stages` is in pipeline order."""
@@ -83,10 +92,12 @@ def data_report(stages: dict[str, list[Manifest]], crawl: Manifest) -> tuple[dic
     input_docs = sum(m.stats.get("kept", 0) + sum(r["docs"] for r in m.stats.get("removed", {}).values())
                      for m in first)
     report = {"removed": removal_table(ordered, input_docs),
-              "samples": reject_samples([m for _, ms in ordered for m in ms])}
+              "samples": reject_samples([m for _, ms in ordered for m in ms]),
+              "damaged_files": damaged_files(first)}
     if "labels" in crawl.extras:
         report["ground_truth"] = label_scores(ordered, crawl.extras["labels"].path, ordered[-1][1])
-    return report, {"input_docs": input_docs, "final_docs": sum(m.stats.get("kept", 0) for m in ordered[-1][1])}
+    return report, {"input_docs": input_docs, "final_docs": sum(m.stats.get("kept", 0) for m in ordered[-1][1]),
+                    "files": len(first), "damaged_files": len(report["damaged_files"])}
 
 
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------

@@ -16,8 +16,10 @@ file goes on in a fresh child.
 from __future__ import annotations
 
 import codecs
+import gzip
 import http.client
 import io
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -29,7 +31,7 @@ from tasks.core.sandbox import Sandbox, SandboxCrashed, SandboxTimeout, borrowed
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig, read_rows, reject, write_shard
 from tasks.data.fetch import SourceConfig, open_uri, warc_name
-from tasks.data.warcfile import response_records
+from tasks.data.warcfile import WarcScan
 
 if TYPE_CHECKING:
     from tasks.data import html_text  # noqa: F401 - see TEXT_EXTRACTOR
@@ -58,17 +60,34 @@ class BadRecord(ValueError):
     """A record that cannot be read as an HTML page; the message is the counted reason."""
 
 
+# The header ends at the first blank line. Some crawlers (ClueWeb's) end header lines with a bare
+# "\n" rather than HTTP's "\r\n": both are read.
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
 def parse_http_response(block: bytes) -> tuple[dict[str, str], bytes]:
-    head, sep, body = block.partition(b"\r\n\r\n")
-    if not sep or not head.startswith(b"HTTP/"):
+    end = _HEADER_END.search(block)
+    if end is None or not block.startswith(b"HTTP/"):
         raise BadRecord("bad_http")
-    status_line, _, header_lines = head.partition(b"\r\n")
-    headers = http.client.parse_headers(io.BytesIO(header_lines + b"\r\n\r\n"))
+    status_line, *header_lines = block[:end.start()].split(b"\n")
+    headers = http.client.parse_headers(io.BytesIO(b"\r\n".join(l.rstrip(b"\r") for l in header_lines) + b"\r\n\r\n"))
     parts = status_line.split()
     status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
     if status != 200:
         raise BadRecord("http_status")
-    return {k.lower(): v for k, v in headers.items()}, body
+    headers = {k.lower(): v for k, v in headers.items()}
+    return headers, decoded_body(block[end.end():], headers.get("content-encoding", ""))
+
+
+def decoded_body(body: bytes, content_encoding: str) -> bytes:
+    """Crawlers mostly store the body decoded but keep the server's Content-Encoding header; a body
+    that is still gzip-compressed (its magic bytes say so) is decompressed."""
+    if "gzip" in content_encoding.lower() and body[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(body)
+        except (OSError, EOFError):
+            raise BadRecord("bad_content_encoding") from None
+    return body
 
 
 def declared_charset(content_type: str) -> str | None:
@@ -115,7 +134,8 @@ def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_d
     kept, rejected = [], []
     # The sandbox first, so that a new child starts while the file is being opened.
     with borrowed_sandbox(TEXT_EXTRACTOR, config.timeout_s) as sandbox, open_uri(warc_uri, source) as stream:
-        for record in response_records(stream, warc_uri):
+        # A damaged file ends the scan early; the URL filter has counted and reported it already.
+        for record in WarcScan(stream, warc_uri):
             meta = keep_offsets.get(record.stream_pos)
             if meta is None:
                 continue

@@ -1,32 +1,117 @@
 """The response records of a WARC file, read by the URL filter and the extractor alike.
 
-A file that is not a WARC file fails with one line that names it: fastwarc's own error ("Invalid
-WARC header") does not say which file, and an empty file would otherwise pass as a crawl file
-without pages.
+A crawl holds damaged files: a download cut short, a file that is not a WARC file at all, an empty
+one. None of them may end the run, and none may pass unnoticed, so reading a file ends in one of:
+- every record read whole (`problem` is None);
+- `file:empty`: the file has no byte;
+- `file:not_warc`: its first bytes are not a WARC record (random bytes, text, gzip of text);
+- `file:truncated_at=<offset>`: the record that starts at byte <offset> ends early (a cut download);
+  the records before it are read as usual;
+- `file:corrupt_after=<offset>`: the bytes after the record at <offset>, which was read whole, are
+  not a WARC record (damage mid-way); the records up to it are read as usual.
+Offsets are the records' byte offsets in the file as stored (compressed, for .warc.gz).
+
+fastwarc ends a cut file silently (with a short last record, or with none for a gzip member cut
+before its first decodable byte), and fails on bad bytes with an `OSError` that names no file and no
+offset: this module turns both into the reasons above.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import BinaryIO, Iterator
 
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
+EMPTY = "file:empty"
+NOT_WARC = "file:not_warc"
 
-class NotAWarcFile(ValueError):
-    """The file holds no readable WARC records; the message names the file."""
+
+class DamagedCrawlFile(ValueError):
+    """A crawl file that could not be read whole, raised where the run is strict about it; the
+    message names the file and the reason (with its offset)."""
+
+
+class WarcScan:
+    """The response records of one open WARC file, in file order, with their payloads unparsed.
+
+    Iterating never raises for a damaged file: it ends, and `problem` says why (see the module
+    doc). `records` counts the records of every type read before that."""
+
+    def __init__(self, stream: BinaryIO, uri: str):
+        self.stream, self.uri = stream, uri
+        self.records = 0
+        self.problem: str | None = None
+
+    def __iter__(self) -> Iterator[WarcRecord]:
+        last_whole: int | None = None
+        try:
+            # Every record type is read, so that a file of requests and metadata alone is told
+            # apart from a file with no WARC record at all.
+            for record in ArchiveIterator(self.stream, parse_http=False):
+                # Both fields are mandatory: a record without them was cut inside its own headers.
+                if "WARC-Type" not in record.headers or "Content-Length" not in record.headers:
+                    self.problem = f"file:truncated_at={record.stream_pos}"
+                    return
+                self.records += 1
+                if record.record_type == WarcRecordType.response:
+                    yield record
+                # What the reader above left of the block, read now: a block shorter than its
+                # Content-Length means the file ends inside this record.
+                read = record.reader.tell() + record.reader.consume()
+                if read < record.content_length:
+                    self.problem = f"file:truncated_at={record.stream_pos}"
+                    return
+                last_whole = record.stream_pos
+        except OSError:  # fastwarc's parse or gzip error: bad bytes where a record should start
+            self.problem = NOT_WARC if last_whole is None else f"file:corrupt_after={last_whole}"
+            return
+        if self.records == 0:
+            self.problem = EMPTY if self._is_empty() else NOT_WARC
+        elif last_whole is not None:
+            self.problem = self._cut_after_last_record(last_whole)
+
+    def _cut_after_last_record(self, last: int) -> str | None:
+        """A .warc.gz file cut a few bytes into a record's gzip member ends where fastwarc finds
+        nothing to decompress, silently. The last record's member must be followed by nothing:
+        decompress it again and look at what comes after it."""
+        try:
+            self.stream.seek(last)
+            tail = self.stream.read()
+        except OSError:  # a stream that cannot go back: what was read is all that can be said
+            return None
+        if tail[:2] != b"\x1f\x8b":  # an uncompressed file: fastwarc parsed every byte of it
+            return None
+        member = zlib.decompressobj(wbits=31)
+        member.decompress(tail)
+        if not member.eof:  # the last member itself lacks its end
+            return f"file:truncated_at={last}"
+        rest = member.unused_data
+        if rest.strip(b"\x00\r\n "):
+            return f"file:truncated_at={last + len(tail) - len(rest)}"
+        return None
+
+    def _is_empty(self) -> bool:
+        try:
+            self.stream.seek(0)
+            return not self.stream.read(1)
+        except OSError:  # a stream that cannot go back: it gave fastwarc no record, call it empty
+            return True
+
+    def raise_if_damaged(self) -> None:
+        if self.problem:
+            raise DamagedCrawlFile(f"crawl file {self.uri}: {self.problem} (source.strict is on: a damaged "
+                                   "crawl file fails the run; turn it off to skip and count such files)")
+
+
+def problem_kind(problem: str) -> str:
+    """The reason without its offset (`file:truncated_at=123` → `file:truncated`), for counting."""
+    kind = problem.split("=", 1)[0]
+    return kind.removesuffix("_at").removesuffix("_after")
 
 
 def response_records(stream: BinaryIO, uri: str) -> Iterator[WarcRecord]:
-    """The response records of an open WARC file, in file order, with their payloads unparsed."""
-    records = 0
-    try:
-        # Every record type is read, so that a file of requests and metadata alone is told apart
-        # from a file with no WARC record at all.
-        for record in ArchiveIterator(stream, parse_http=False):
-            records += 1
-            if record.record_type == WarcRecordType.response:
-                yield record
-    except OSError as err:  # fastwarc's parse error, or a read error of the stream: either way, this file
-        raise NotAWarcFile(f"{uri} could not be read as a WARC file ({err})") from None
-    if records == 0:
-        raise NotAWarcFile(f"{uri} holds no WARC record (empty, or not a WARC file)")
+    """The response records of a file that must be whole: a damaged one raises DamagedCrawlFile."""
+    scan = WarcScan(stream, uri)
+    yield from scan
+    scan.raise_if_damaged()

@@ -130,7 +130,7 @@ def test_the_report_counts_input_at_the_first_stage_and_output_at_the_last(tmp_p
     dedup = Manifest(stage="dedup", stats={"kept": 5, "kept_chars": 500,
                                            "removed": {"exact_duplicate": {"docs": 3, "chars": 300}}})
     report, stats = data_report({"urlfilter": [urls], "dedup": [dedup]}, Manifest(stage="crawl"))
-    assert stats == {"input_docs": 10, "final_docs": 5}
+    assert stats == {"input_docs": 10, "final_docs": 5, "files": 1, "damaged_files": 0}
     assert [(r["stage"], r["reason"], r["docs"], r["share"]) for r in report["removed"]] == [
         ("urlfilter", "blocked_domain", 2, 0.2), ("urlfilter", "(kept)", 8, 0.8),
         ("dedup", "exact_duplicate", 3, 0.3), ("dedup", "(kept)", 5, 0.5)]
@@ -143,7 +143,7 @@ def test_the_report_scores_against_labels_when_the_crawl_has_them(tmp_path):
         "files": kept_docs(tmp_path / "kept.parquet", []).files,
         "stats": {"kept": 0, "kept_chars": 0, "removed": {"c4:spam": {"docs": 1, "chars": 0}}}})
     report, stats = data_report({"quality": [quality]}, crawl)
-    assert stats == {"input_docs": 1, "final_docs": 0}
+    assert stats == {"input_docs": 1, "final_docs": 0, "files": 1, "damaged_files": 0}
     assert report["ground_truth"][0] == {"stage": "quality", "removed": 1, "precision": 1.0, "recall": 1.0}
     assert report["samples"] == {"quality:c4:spam": [{"url": "u/a", "text": ""}]}
 

@@ -31,7 +31,7 @@ from tasks.data.pii import PiiConfig, pii_task
 from tasks.data.quality import QualityConfig, quality_task
 from tasks.data.synthetic import CrawlConfig, synthetic_crawl_task
 from tasks.data.urlfilter import UrlFilterConfig, load_url_lists, url_filter_task
-from tasks.data.warcfile import NotAWarcFile
+from tasks.data.warcfile import DamagedCrawlFile
 from tests.support.stages import StageCall, assert_intact, one_line_failure, run_stage
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -152,8 +152,10 @@ def check_dedup_filter(m: Manifest, calls, work) -> None:
 
 
 def check_data_accounting(m: Manifest, calls, work) -> None:
-    assert m.stats == {"input_docs": 40, "final_docs": calls["dedup-filter"].manifest.stats["kept"]}
+    assert m.stats == {"input_docs": 40, "final_docs": calls["dedup-filter"].manifest.stats["kept"],
+                       "files": 1, "damaged_files": 0}
     report = json.loads((work / m.files[0].path).read_text())
+    assert report["damaged_files"] == []
     assert {r["stage"] for r in report["removed"]} == {"urlfilter", "extract", "langid", "quality", "dedup"}
     assert report["ground_truth"][-1]["stage"] == "all"
 
@@ -233,19 +235,15 @@ BAD_INPUTS = [
     ("url-filter: not a WARC file", url_filter_task,
      lambda w, c: {"warc": warc(garbage(w, "html.warc.gz", b"<html><body>hello</body></html>")),
                    "config": URLFILTER, "lists": load_url_lists(URLFILTER), "source": SourceConfig()},
-     NotAWarcFile, "html.warc.gz could not be read as a WARC file"),
+     DamagedCrawlFile, "html.warc.gz: file:not_warc"),
     ("url-filter: an empty WARC file", url_filter_task,
      lambda w, c: {"warc": warc(garbage(w, "empty.warc.gz", b"")), "config": URLFILTER,
                    "lists": load_url_lists(URLFILTER), "source": SourceConfig()},
-     NotAWarcFile, "empty.warc.gz holds no WARC record"),
+     DamagedCrawlFile, "empty.warc.gz: file:empty"),
     ("url-filter: missing WARC file", url_filter_task,
      lambda w, c: {"warc": warc(missing(w, "crawl.warc.gz")), "config": URLFILTER,
                    "lists": load_url_lists(URLFILTER), "source": SourceConfig()},
      FileNotFoundError, "missing-crawl.warc.gz"),
-    ("extract: not a WARC file", extract_task,
-     lambda w, c: {"urls": urls_of(c, garbage(w, "text.warc.gz", b"plain text\n" * 20)), "crawl": "TEST",
-                   "config": ExtractConfig(), "source": SourceConfig()},
-     NotAWarcFile, "text.warc.gz could not be read as a WARC file"),
     ("langid: corrupt docs", langid_task,
      lambda w, c: {"docs": docs(garbage(w, "langid.parquet")), "config": LangIdConfig()},
      ValueError, "langid.parquet"),
