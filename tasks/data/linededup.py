@@ -16,11 +16,15 @@ Three mapped steps, so no step needs the crawl in memory:
      documents or more, with the first document holding each
   3. filter per file: every document without its duplicate paragraphs
 
-"First" is crawl order, the one dedup uses: documents are addressed as shard << 32 | row, shard
+"First" is crawl order, as in document dedup: documents are addressed as shard << 32 | row, shard
 being the file's position in the crawl. The result depends on that order only, never on which
-task finishes first or where it runs, and the copy line dedup keeps is the one document dedup
-keeps. Within one document a repeated line is left alone: how repetitive a page is, the quality
-stage has judged already (Gopher's and FineWeb's duplicate-line rules); CCNet removes those too.
+task finishes first or where it runs. Within one document a repeated line is left alone: how
+repetitive a page is, the quality stage has judged already (Gopher's and FineWeb's duplicate-line
+rules); CCNet removes those too.
+
+It belongs after document dedup, on the documents dedup keeps: MinHash compares whole documents,
+and a near-duplicate stripped of the paragraphs it shares with its original keeps only its edited
+ones, which no longer pair with the original, so it would survive dedup as a fragment.
 
 Normalisation (CCNet's, plus Unicode and spacing variants): NFKC, case folded, every digit → 0,
 punctuation, symbols and control characters → space, white space collapsed. So "Page 3 of 12" and
@@ -62,12 +66,14 @@ _NOT_WORD = re.compile(r"[^\w\s]|_")  # punctuation, symbols, control characters
 
 
 class LineDedupConfig(StageConfig):
-    """Paragraph (line) dedup across documents, CCNet-style; runs between PII and document dedup."""
+    """Paragraph (line) dedup across documents, CCNet-style, on the documents document dedup keeps."""
 
     enabled: bool = Field(False, description="Remove paragraphs repeated across documents (CCNet)")
     min_docs: int = Field(2, ge=2, description="A paragraph held by this many documents or more is a duplicate")
     keep_first: bool = Field(True, description="The earliest document holding a duplicate keeps it (CCNet); "
                                                "false: every document loses it, as boilerplate")
+    # Gopher's quality rule asks a page for 50 words, some 250 characters: a page trimmed below 200
+    # is no longer one the quality stage would have taken.
     min_chars: int = Field(200, ge=1, description="A document that lost paragraphs and has fewer characters left "
                                                   "is dropped (empty_after)")
     buckets: int = Field(4, ge=1, description="Hash buckets, one merge task each: a merge holds about 20 bytes "
