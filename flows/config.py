@@ -21,6 +21,7 @@ from tasks.data.dedup import DedupConfig
 from tasks.data.extract import ExtractConfig
 from tasks.data.fetch import SourceConfig
 from tasks.data.langid import LangIdConfig
+from tasks.data.linededup import LineDedupConfig
 from tasks.data.pii import PiiConfig
 from tasks.data.quality import QualityConfig
 from tasks.data.refresh import RefreshConfig
@@ -50,6 +51,9 @@ class DataConfig(StageConfig):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    line_dedup: LineDedupConfig = Field(default_factory=LineDedupConfig,
+                                        description="Paragraphs repeated across documents (CCNet), after document "
+                                                    "dedup; off by default")
     refresh: RefreshConfig = Field(default_factory=RefreshConfig,
                                    description="What the recurring data refresh takes in, and its versioned dataset")
 

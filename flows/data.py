@@ -26,6 +26,7 @@ from tasks.data.dedup import EXACT_BAND, candidates_task, clusters_task, dedup_f
 from tasks.data.extract import extract_task
 from tasks.data.fetch import stage_retry_options
 from tasks.data.langid import langid_task
+from tasks.data.linededup import line_dedup_filter_task, line_hashes_task, repeated_lines_task
 from tasks.data.pii import pii_task
 from tasks.data.publish import dataset_folder, publish_task
 from tasks.data.quality import quality_task
@@ -66,6 +67,18 @@ def dedup(stages: StageRuns, config: PipelineConfig, docs: list,
     return kept, index
 
 
+def line_dedup(stages: StageRuns, config: PipelineConfig, docs: list) -> list:
+    """Paragraph dedup's three mapped steps, on the documents document dedup kept: run before it,
+    it would trim near-duplicates until MinHash no longer sees them as such."""
+    cfg, work = config.data.line_dedup, stages.work_dir
+    shards = list(range(len(docs)))
+    hashes = stages.map(line_hashes_task, docs, shards, work_dir=unmapped(work), config=unmapped(cfg))
+    repeated = stages.map(repeated_lines_task, unmapped(hashes), list(range(cfg.buckets)),
+                          work_dir=unmapped(work), config=unmapped(cfg))
+    return stages.map(line_dedup_filter_task, docs, shards, repeated=unmapped(repeated),
+                      work_dir=unmapped(work), config=unmapped(cfg))
+
+
 def publish_documents(config: PipelineConfig, work: str, docs: list[Manifest], accounting: Manifest,
                        crawl: Manifest) -> Manifest:
     """The clean documents as a dataset folder, its card built from the accounting and each
@@ -73,6 +86,8 @@ def publish_documents(config: PipelineConfig, work: str, docs: list[Manifest], a
     cfg = config.data
     filters = {"urlfilter": cfg.urlfilter, "extract": cfg.extract, "langid": cfg.langid, "quality": cfg.quality,
                "pii": cfg.pii, "dedup": cfg.dedup}
+    if cfg.line_dedup.enabled:
+        filters["line_dedup"] = cfg.line_dedup
     synthetic = cfg.crawl if cfg.source.kind == "synthetic" else None
     stages = StageRuns(work, config.results)
     published = stages.submit(publish_task, docs, accounting, crawl, cfg.source.kind, filters, synthetic, work)
@@ -146,6 +161,8 @@ def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None
     scrubbed = stages.map(pii_task, good, work_dir=unmapped(work), config=unmapped(cfg.pii))
     docs, index = dedup(stages, config, scrubbed, earlier)
     per_stage = {"urlfilter": urls, "extract": extracted, "langid": langs, "quality": good, "dedup": docs}
+    if cfg.line_dedup.enabled:  # the last stage in per_stage holds the final documents
+        docs = per_stage["line_dedup"] = line_dedup(stages, config, docs)
     accounting = stages.submit(accounting_task, per_stage, crawl, work)
     stages.wait()
 

@@ -61,6 +61,7 @@ STAGES = {
     "quality": "Quality filters: Gopher repetition and quality, C4, FineWeb's own rules",
     "pii": "PII: e-mail and public IP addresses replaced (no document removed)",
     "dedup": "Deduplication: exact text, then MinHash near-duplicates",
+    "line_dedup": "Paragraphs repeated across documents removed (CCNet), the earliest copy kept",
 }
 
 COMMON_CRAWL_TERMS = "https://commoncrawl.org/terms-of-use"
