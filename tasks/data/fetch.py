@@ -1,7 +1,9 @@
 """Reading crawl files, local or remote, and the source config that says where they are.
 
 Every data stage that opens a WARC file (the source listing, the URL filter, extraction) reads it
-through `open_uri`, so retries and timeouts are set once, in `SourceConfig`.
+through `open_uri`, so retries and timeouts are set once, in `SourceConfig`; the index-driven source
+(tasks/data/ccindex.py) reads single records with `read_range` and index files with `open_random_access`,
+under the same retry policy (`with_retries`).
 
 Files are read as streams, never downloaded whole first. HTTP streams are read by
 `ResumableHTTPStream`: it retries with exponential backoff and continues with an HTTP Range request
@@ -21,25 +23,48 @@ server that ignores Range and to word the give-up error: most of this class.
 
 from __future__ import annotations
 
+import gzip
 import io
+import random
 import time
 import urllib.error
 import urllib.request
 from http.client import HTTPException
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Callable, Literal, TypeVar
 
 from pydantic import Field
 
 from tasks.core.store import StageConfig, is_url
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# What a read may fail with that another attempt can cure (HTTPError is one of them: see `with_retries`).
+TRANSIENT_ERRORS = (urllib.error.URLError, ConnectionError, HTTPException, TimeoutError, OSError)
+T = TypeVar("T")
+
+
+class CcIndexConfig(StageConfig):
+    """Which records of a crawl's columnar index to fetch (source.kind: cc-index), and how."""
+
+    paths: list[str] = Field(default_factory=list, description="Index parquet files (paths, globs or URLs); empty: "
+                                                               "the subset=warc files of the crawl's "
+                                                               "cc-index-table.paths.gz")
+    languages: list[str] = Field(["eng"], description="Keep records whose content_languages holds one of these "
+                                                      "ISO 639-3 codes; empty: any language")
+    mime_types: list[str] = Field(["text/html"], description="Keep records of these types (content_mime_detected, "
+                                                             "else content_mime_type)")
+    max_records: int | None = Field(None, ge=1, description="Records to take at most, in index order; None: all")
+    batch_records: int = Field(2000, ge=1, description="Records per fetched WARC file (one mapped fetch each)")
+    merge_gap_bytes: int = Field(4096, ge=0, description="Fetch two records of a WARC file with one request when "
+                                                         "at most this many bytes lie between them")
+    fetch_threads: int = Field(8, ge=1, description="Range requests in flight at once, per batch")
 
 
 class SourceConfig(StageConfig):
-    kind: Literal["synthetic", "commoncrawl", "files"] = "synthetic"
-    crawl_id: str | None = Field(None, description="e.g. CC-MAIN-2025-13 (kind: commoncrawl)")
+    kind: Literal["synthetic", "commoncrawl", "files", "cc-index"] = "synthetic"
+    crawl_id: str | None = Field(None, description="e.g. CC-MAIN-2025-13 (kind: commoncrawl, cc-index)")
     base_url: str = Field("https://data.commoncrawl.org/", description="or s3://commoncrawl/")
-    sample: int | None = Field(None, ge=1, description="WARC files to take from the listing; None: all")
+    sample: int | None = Field(None, ge=1, description="Files to take from the listing: WARC files (kind: "
+                                                       "commoncrawl, files) or index files (cc-index); None: all")
     seed: int = 0
     paths: list[str] = Field(default_factory=list, description="Paths, globs or URLs (kind: files)")
     retries: int = Field(5, ge=0, description="Attempts after the first, per request")
@@ -50,6 +75,7 @@ class SourceConfig(StageConfig):
     stage_retry_delay_s: float = Field(60.0, ge=0, description="Wait before the first stage retry; ×4 for each next")
     strict: bool = Field(False, description="Fail the run on a crawl file that is not a WARC file, is empty or "
                                             "ends mid-record; by default such a file is skipped and counted")
+    index: CcIndexConfig = Field(default_factory=CcIndexConfig, description="The index query (kind: cc-index)")
 
 
 class SourceError(RuntimeError):
@@ -76,6 +102,26 @@ def stage_retry_options(config: SourceConfig) -> dict:
             "retry_condition_fn": gave_up_reading}
 
 
+def with_retries(url: str, retries: int, backoff_s: float, attempt: Callable[[], T],
+                 on_error: Callable[[], None] = lambda: None) -> T:
+    """`attempt()`, tried again with exponential backoff after a transient failure (a retryable
+    HTTP status, a network error); `on_error` runs after every failure (to drop a broken
+    connection). Gives up with a SourceError that names the URL and the attempts."""
+    for n in range(retries + 1):
+        try:
+            return attempt()
+        except urllib.error.HTTPError as err:  # before TRANSIENT_ERRORS, of which it is one
+            on_error()
+            if err.code not in RETRYABLE_STATUS or n == retries:
+                raise SourceError(f"{url}: HTTP {err.code} after {n + 1} attempts") from None
+        except TRANSIENT_ERRORS as err:
+            on_error()
+            if n == retries:
+                raise SourceError(f"{url}: {type(err).__name__}: {err} after {n + 1} attempts") from None
+        time.sleep(backoff_s * 2 ** n)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 class ResumableHTTPStream(io.RawIOBase):
     """A read-only HTTP body that survives dropped connections and transient errors."""
 
@@ -85,7 +131,6 @@ class ResumableHTTPStream(io.RawIOBase):
         self.pos = 0
         self.size: int | None = None
         self.response = None
-        self.reconnects = 0
 
     def readable(self) -> bool:
         return True
@@ -138,27 +183,16 @@ class ResumableHTTPStream(io.RawIOBase):
         self.response = None
 
     def readinto(self, buffer) -> int:
-        attempt = 0
-        while True:
-            try:
-                if self.response is None:
-                    self._connect()
-                n = self.response.readinto(buffer)
-                if n == 0 and self.size is not None and self.pos < self.size:
-                    raise ConnectionError(f"connection closed at byte {self.pos} of {self.size}")
-                self.pos += n
-                return n
-            except urllib.error.HTTPError as err:
-                self._drop()
-                if err.code not in RETRYABLE_STATUS or attempt >= self.retries:
-                    raise SourceError(f"{self.url}: HTTP {err.code} after {attempt + 1} attempts") from None
-            except (urllib.error.URLError, ConnectionError, HTTPException, TimeoutError, OSError) as err:
-                self._drop()
-                if attempt >= self.retries:
-                    raise SourceError(f"{self.url}: {type(err).__name__}: {err} after {attempt + 1} attempts") from None
-            time.sleep(self.backoff_s * 2 ** attempt)
-            attempt += 1
-            self.reconnects += 1
+        return with_retries(self.url, self.retries, self.backoff_s, lambda: self._read_once(buffer), self._drop)
+
+    def _read_once(self, buffer) -> int:
+        if self.response is None:
+            self._connect()
+        n = self.response.readinto(buffer)
+        if n == 0 and self.size is not None and self.pos < self.size:
+            raise ConnectionError(f"connection closed at byte {self.pos} of {self.size}")
+        self.pos += n
+        return n
 
     def close(self) -> None:
         self._drop()
@@ -181,3 +215,124 @@ def open_uri(uri: str, config: SourceConfig | None = None) -> BinaryIO:
 
         return fsspec.open(uri, "rb").open()
     return open(uri, "rb")
+
+
+# --- Reading parts of a file: records by their offsets, index files by their columns ----------------
+
+
+def _http_range(url: str, start: int, length: int, timeout_s: float) -> bytes:
+    """One GET of bytes [start, start + length) of `url`, without retries."""
+    headers = {"User-Agent": "crawl2chat", "Range": f"bytes={start}-{start + length - 1}"}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as response:
+        if response.status == 206:
+            answered = response.headers.get("Content-Range", "")
+            if not answered.startswith(f"bytes {start}-"):
+                raise SourceError(f"{url}: asked for bytes from {start}, the server answered {answered!r}")
+            data = response.read(length)
+        else:  # the server ignored the range and sends the whole file: skip to it (correct, if costly)
+            skipped = 0
+            while skipped < start and (chunk := response.read(min(1 << 20, start - skipped))):
+                skipped += len(chunk)
+            data = response.read(length)
+    if len(data) != length:
+        raise ConnectionError(f"bytes {start}-{start + length - 1}: the body ended after {len(data)} bytes")
+    return data
+
+
+def read_range(uri: str, start: int, length: int, config: SourceConfig | None = None) -> bytes:
+    """Bytes [start, start + length) of a file: one HTTP Range request (retried as every read is),
+    a ranged read through fsspec (s3://...), or a seek in a local file."""
+    config = config or SourceConfig()
+    if uri.startswith(("http://", "https://")):
+        return with_retries(uri, config.retries, config.backoff_s,
+                            lambda: _http_range(uri, start, length, config.timeout_s))
+    if is_url(uri):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(uri)
+        data = with_retries(uri, config.retries, config.backoff_s, lambda: fs.cat_file(path, start, start + length))
+    else:
+        with open(uri, "rb") as f:
+            f.seek(start)
+            data = f.read(length)
+    if len(data) != length:
+        raise SourceError(f"{uri}: bytes {start}-{start + length - 1} lie past the end of the file")
+    return data
+
+
+class HTTPRangeFile(io.RawIOBase):
+    """A remote file read at any position, each read one Range request: a parquet reader reads the
+    footer, then only the column chunks it wants, and never the rest of a file of hundreds of MB.
+    fsspec's HTTP file does this too, but needs aiohttp and retries nothing (module docstring)."""
+
+    def __init__(self, url: str, config: SourceConfig):
+        super().__init__()
+        self.url, self.config, self.pos = url, config, 0
+        self.bytes_read = 0  # what the reads asked for: the cost of reading part of the file
+        self.size = with_retries(url, config.retries, config.backoff_s, self._probe_size)
+
+    def _probe_size(self) -> int:
+        """The file's size, from the answer to a one-byte range (Content-Range: bytes 0-0/<size>)."""
+        request = urllib.request.Request(self.url, headers={"User-Agent": "crawl2chat", "Range": "bytes=0-0"})
+        with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
+            total = response.headers.get("Content-Range", "").rpartition("/")[2]
+            if response.status == 206 and total.isdigit():
+                return int(total)
+            if response.status == 200 and response.headers.get("Content-Length", "").isdigit():
+                return int(response.headers["Content-Length"])  # closed unread: the body is not wanted
+        raise SourceError(f"{self.url}: the server says neither the file's size nor that it takes ranges")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self.pos = base + offset
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.size - self.pos)
+        if n <= 0:
+            return 0
+        buffer[:n] = read_range(self.url, self.pos, n, self.config)
+        self.pos += n
+        self.bytes_read += n
+        return n
+
+
+def open_random_access(uri: str, config: SourceConfig | None = None) -> BinaryIO | str:
+    """What a parquet reader opens: an HTTP(S) file read by ranges, any fsspec URL's file (they
+    read by ranges too), or a local path as it is."""
+    config = config or SourceConfig()
+    if uri.startswith(("http://", "https://")):
+        return HTTPRangeFile(uri, config)
+    if is_url(uri):
+        import fsspec
+
+        return fsspec.open(uri, "rb").open()
+    return uri
+
+
+# --- Listings -----------------------------------------------------------------------------------------
+
+
+def read_listing(uri: str, config: SourceConfig | None = None) -> list[str]:
+    """The lines of a gzipped listing (Common Crawl's warc.paths.gz, cc-index-table.paths.gz)."""
+    with open_uri(uri, config) as raw:
+        return gzip.decompress(raw.read()).decode().split()
+
+
+def sample_uris(uris: list[str], n: int | None, seed: int) -> list[str]:
+    """N URIs drawn with a seed, kept in listing order (so file i is the same on every run)."""
+    if n is None or n >= len(uris):
+        return list(uris)
+    chosen = set(random.Random(seed).sample(range(len(uris)), n))
+    return [u for i, u in enumerate(uris) if i in chosen]

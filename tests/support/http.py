@@ -1,5 +1,6 @@
 """A real HTTP server on loopback that serves files and injects faults: 503 answers, a connection
-dropped mid-body, a server that ignores Range."""
+dropped mid-body, a server that ignores Range. It answers ranges `bytes=start-` and
+`bytes=start-end`, and counts the body bytes it sends per path."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ class FaultyHandler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     faults: dict[str, list[str]] = {}  # per path, consumed one per request: "503", "drop", "norange"
     requests: list[tuple[str, str | None]] = []
+    bytes_sent: dict[str, int] = {}
 
     def log_message(self, *args):  # keep test output clean
         pass
@@ -29,24 +31,35 @@ class FaultyHandler(http.server.BaseHTTPRequestHandler):
         if fault == "503":
             self.send_error(503)
             return
-        start = 0
+        start, end = 0, len(body) - 1
         rng = self.headers.get("Range")
         if rng and fault != "norange":
-            start = int(rng.removeprefix("bytes=").split("-")[0])
+            first, _, last = rng.removeprefix("bytes=").partition("-")
+            start, end = int(first), min(int(last), end) if last else end
+            if start > end:
+                self.send_error(416)
+                return
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(body)}")
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
+        self.send_header("Content-Length", str(end + 1 - start))
         self.end_headers()
-        payload = body[start:]
+        payload = body[start:end + 1]
         if fault == "drop":  # half the body, then the connection goes away
-            self.wfile.write(payload[: len(payload) // 2])
-            self.wfile.flush()
+            payload = payload[: len(payload) // 2]
+            self.send_body(payload)
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        self.wfile.write(payload)
+        self.send_body(payload)
+
+    def send_body(self, payload: bytes) -> None:
+        try:
+            self.wfile.write(payload)
+            self.wfile.flush()
+        finally:
+            self.bytes_sent[self.path] = self.bytes_sent.get(self.path, 0) + len(payload)
 
 
 @contextmanager
@@ -54,6 +67,7 @@ def serve(files: dict[str, bytes], faults: dict[str, list[str]] | None = None):
     FaultyHandler.files = files
     FaultyHandler.faults = {k: list(v) for k, v in (faults or {}).items()}
     FaultyHandler.requests = []
+    FaultyHandler.bytes_sent = {}
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FaultyHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
