@@ -59,7 +59,7 @@ STAGES = {
     "extract": "Text extraction from the HTML",
     "langid": "Language identification (fastText lid.176)",
     "quality": "Quality filters: Gopher repetition and quality, C4, FineWeb's own rules",
-    "pii": "PII: e-mail and public IP addresses replaced (no document removed)",
+    "pii": "PII: e-mail addresses, public IP addresses (v4 and v6) and phone numbers replaced (no document removed)",
     "dedup": "Deduplication: exact text, then MinHash near-duplicates",
     "line_dedup": "Paragraphs repeated across documents removed (CCNet), the earliest copy kept",
 }

@@ -123,7 +123,7 @@ def check_quality(m: Manifest, calls, work) -> None:
 
 def check_pii(m: Manifest, calls, work) -> None:
     assert m.stats["kept"] == calls["quality"].manifest.stats["kept"] and m.stats["removed"] == {}
-    assert m.stats["replacements"] >= 0
+    assert m.stats["replacements"] == sum(m.stats["replacements_by_kind"].values()) >= 0
 
 
 def check_dedup_signatures(m: Manifest, calls, work) -> None:
@@ -313,4 +313,5 @@ def test_pii_replaces_an_address_in_the_stage_output(work):
     source = docs(write_table(work / "bad" / "pii-doc.parquet", [doc], DOCUMENT_SCHEMA))
     m = run_stage(pii_task, work, docs=source, config=PiiConfig()).manifest
     assert m.stats["replacements"] == 2
+    assert m.stats["replacements_by_kind"] == {"email": 1, "ipv4": 1, "ipv6": 0, "phone": 0}
     assert read_rows(work / m.files[0].path)[0]["text"] == "Write to email@example.com or 0.0.0.0."
