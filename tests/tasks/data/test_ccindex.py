@@ -10,8 +10,6 @@ come back, read by Range requests, in local WARC files that fastwarc and the URL
 from __future__ import annotations
 
 import gzip
-import io
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,49 +20,28 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from tasks.core import store
 from tasks.data import ccindex, commoncrawl, urlfilter
 from tasks.data.fetch import CcIndexConfig, SourceConfig, SourceError
+from tests.support.ccindex import index_rows as support_index_rows
+from tests.support.ccindex import parquet_bytes
 from tests.support.http import FAST, FaultyHandler, serve
 
 CRAWL = "TEST-CC"
-ISO_639_3 = {"en": "eng", "fr": "fra", "de": "deu", "es": "spa", "it": "ita", "pt": "por", "ru": "rus"}
-INDEX_SCHEMA = pa.schema([("url", pa.string()), ("fetch_status", pa.int16()),
-                          ("content_mime_detected", pa.string()), ("content_languages", pa.string()),
-                          ("warc_filename", pa.string()), ("warc_record_offset", pa.int32()),
-                          ("warc_record_length", pa.int32())])
 
 
 def index_rows(crawl: store.Manifest) -> tuple[list[dict], dict[str, bytes]]:
-    """An index row per response record of the crawl, as Common Crawl's index has it, and the files
-    by the names the rows give them. Every 7th row is a 404, every 9th a PDF, every 5th English
-    page is mostly French (languages "fra,eng")."""
-    langs = {row["url"]: row["lang"] for row in map(json.loads, Path(crawl.extras["labels"].path).read_text().splitlines())}
-    rows, files = [], {}
-    for f in crawl.files:
-        name = f"crawl-data/{CRAWL}/segments/0/warc/{Path(f.path).name}"
-        files[name] = data = Path(f.path).read_bytes()
-        records = [(r.stream_pos, r.record_type, r.headers.get("WARC-Target-URI"))
-                   for r in ArchiveIterator(io.BytesIO(data), parse_http=False)]
-        ends = [pos for pos, _, _ in records[1:]] + [len(data)]
-        for (pos, kind, url), end in zip(records, ends):
-            if kind != WarcRecordType.response:
-                continue
-            n = len(rows)
-            lang = ISO_639_3[langs[url]]
-            rows.append({"url": url, "fetch_status": 404 if n % 7 == 3 else 200,
-                         "content_mime_detected": "application/pdf" if n % 9 == 4 else "text/html",
-                         "content_languages": "fra,eng" if lang == "eng" and n % 5 == 0 else lang,
-                         "warc_filename": name, "warc_record_offset": pos, "warc_record_length": end - pos})
+    """The crawl's index rows, some changed: every 7th row is a 404, every 9th a PDF, every 5th
+    English page is mostly French (languages "fra,eng")."""
+    rows, files = support_index_rows(crawl, CRAWL)
+    for n, row in enumerate(rows):
+        row["fetch_status"] = 404 if n % 7 == 3 else 200
+        row["content_mime_detected"] = "application/pdf" if n % 9 == 4 else "text/html"
+        if row["content_languages"] == "eng" and n % 5 == 0:
+            row["content_languages"] = "fra,eng"
     return rows, files
 
 
 def passes(row: dict, lists: urlfilter.UrlLists) -> bool:
     return (row["fetch_status"] == 200 and row["content_mime_detected"] == "text/html"
             and "eng" in row["content_languages"].split(",") and urlfilter.url_reject_reason(row["url"], lists) is None)
-
-
-def parquet_bytes(rows: list[dict]) -> bytes:
-    out = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), out, row_group_size=16)
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -188,8 +165,11 @@ def test_a_limit_stops_the_query_with_its_counts_whole(published, tmp_path):
     stats = query.stats
     assert stats["kept"] == 7 and stats["index_rows"] == stats["kept"] + sum(r["docs"] for r in stats["removed"].values())
     assert "language" not in stats["removed"]  # no language asked for: any will do
-    last = [r["url"] for r in store.read_rows(query.files[0].path)]
-    assert len(last) == 7
+    first = [r for r in published["rows"] if r["fetch_status"] == 200 and r["content_mime_detected"] == "text/html"
+             and urlfilter.url_reject_reason(r["url"], lists) is None][:7]
+    assert stats["index_rows"] == published["rows"].index(first[-1]) + 1  # read up to the 7th record taken
+    assert sorted((r["warc_filename"], r["offset"]) for r in store.read_rows(query.files[0].path)) == \
+        sorted((r["warc_filename"], r["warc_record_offset"]) for r in first)
 
 
 def test_neighbouring_records_share_a_request():
