@@ -187,7 +187,10 @@ def _find_phones(text: str, regions: list[str], config: PiiConfig) -> Iterator[F
         for region in regions[:1] if international else regions:
             for m in phonenumbers.PhoneNumberMatcher(text[lo:hi], region, leniency=leniency):
                 if lo + m.start < run.end() and lo + m.end > run.start():
-                    matches.add((lo + m.start, lo + m.end))
+                    # "(0900 4683643)": the matcher takes the opening bracket and leaves the closing
+                    # one; replacing the number alone keeps the brackets paired.
+                    unpaired = m.raw_string.startswith("(") and ")" not in m.raw_string
+                    matches.add((lo + m.start + unpaired, lo + m.end))
     # Longest first where two regions read overlapping numbers at one place.
     for start, end in sorted(matches, key=lambda se: (se[0], se[0] - se[1])):
         yield Found(start, end, "phone", True)

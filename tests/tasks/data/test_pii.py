@@ -167,6 +167,12 @@ def test_the_formats_of_the_brief_are_replaced_and_the_rest_of_the_text_kept():
     assert text == "Call 555-0100, 555-0100 or 555-0100 (from 2024-03-15)." and n == 3
 
 
+def test_a_number_in_brackets_keeps_both_brackets():
+    text, _ = redact("Bel ons (0900 4683643)!", PiiConfig(), "https://www.example.nl/")
+    assert text == "Bel ons (555-0100)!"
+    assert redact("Call (212) 555-0142.", PiiConfig())[0] == "Call 555-0100."
+
+
 def test_a_pages_country_code_domain_adds_its_region():
     text = "Büro München 089 12345678"
     assert phones_in(text, PiiConfig()) == []  # neither a US nor a GB number
