@@ -21,7 +21,8 @@ from flows.config import PipelineConfig
 from flows.runners import make_task_runner
 from tasks.core.store import Manifest
 from tasks.data.accounting import accounting_task
-from tasks.data.commoncrawl import source_task
+from tasks.data.ccindex import batch_manifests, fetched_crawl
+from tasks.data.commoncrawl import index_query_task, range_fetch_task, source_task
 from tasks.data.dedup import EXACT_BAND, candidates_task, clusters_task, dedup_filter_task, index_task, signatures_task
 from tasks.data.extract import extract_task
 from tasks.data.fetch import stage_retry_options
@@ -143,26 +144,43 @@ def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None
     logger = get_run_logger()
     cfg = config.data
     stages = StageRuns(work, config.results)
-    if crawl is None and cfg.source.kind == "synthetic":
-        crawl = stages.result(stages.submit(synthetic_crawl_task, work, cfg.crawl))
-    elif crawl is None:
-        crawl = stages.result(stages.submit(source_task, cfg.source))
-    files = per_file(crawl)
-    logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
-
     lists = load_url_lists(cfg.urlfilter)
     reading = stage_retry_options(cfg.source)  # the stages that read crawl files retry network failures
-    urls = stages.map(url_filter_task.with_options(**reading), files, work_dir=unmapped(work), config=unmapped(cfg.urlfilter),
-                      lists=unmapped(lists), source=unmapped(cfg.source))
-    extracted = stages.map(extract_task.with_options(**reading), urls, crawl=[f.stats["crawl"] for f in files], work_dir=unmapped(work),
+    per_source: dict[str, list] = {}  # for the accounting: what the index query and fetch removed
+    if crawl is None and cfg.source.kind == "cc-index":
+        # Common Crawl's columnar index picks the records; each batch of them is fetched by byte
+        # ranges into a local WARC file, which the stages below read as any crawl file.
+        query = stages.result(stages.submit(index_query_task, cfg.source, lists, cfg.urlfilter.soft_word_threshold,
+                                            work))
+        files = stages.map(range_fetch_task.with_options(**reading), batch_manifests(query),
+                           work_dir=unmapped(work), source=unmapped(cfg.source))
+        crawls = [query.stats["crawl"]] * len(files)
+        per_source = {"cc-index": [query], "cc-fetch": files}
+        logger.info("crawl %s: %d index rows pass, in %d batches", query.stats["crawl"], query.stats["kept"],
+                    len(files))
+    else:
+        if crawl is None and cfg.source.kind == "synthetic":
+            crawl = stages.result(stages.submit(synthetic_crawl_task, work, cfg.crawl))
+        elif crawl is None:
+            crawl = stages.result(stages.submit(source_task, cfg.source))
+        files = per_file(crawl)
+        crawls = [f.stats["crawl"] for f in files]
+        logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
+
+    urls = stages.map(url_filter_task.with_options(**reading), files, work_dir=unmapped(work),
+                      config=unmapped(cfg.urlfilter), lists=unmapped(lists), source=unmapped(cfg.source))
+    extracted = stages.map(extract_task.with_options(**reading), urls, crawl=crawls, work_dir=unmapped(work),
                            config=unmapped(cfg.extract), source=unmapped(cfg.source))
     langs = stages.map(langid_task, extracted, work_dir=unmapped(work), config=unmapped(cfg.langid))
     good = stages.map(quality_task, langs, work_dir=unmapped(work), config=unmapped(cfg.quality))
     scrubbed = stages.map(pii_task, good, work_dir=unmapped(work), config=unmapped(cfg.pii))
     docs, index = dedup(stages, config, scrubbed, earlier)
-    per_stage = {"urlfilter": urls, "extract": extracted, "langid": langs, "quality": good, "dedup": docs}
+    per_stage = {**per_source, "urlfilter": urls, "extract": extracted, "langid": langs, "quality": good,
+                 "dedup": docs}
     if cfg.line_dedup.enabled:  # the last stage in per_stage holds the final documents
         docs = per_stage["line_dedup"] = line_dedup(stages, config, docs)
+    if crawl is None:  # the index-driven source: the crawl is the fetched files
+        crawl = fetched_crawl(query, [stages.result(f) for f in files])
     accounting = stages.submit(accounting_task, per_stage, crawl, work)
     stages.wait()
 

@@ -89,15 +89,16 @@ def data_report(stages: dict[str, list[Manifest]], crawl: Manifest) -> tuple[dic
     if not ordered or not ordered[0][1]:
         raise ValueError("data accounting needs the manifests of at least one stage; got none")
     first = ordered[0][1]  # every page the crawl holds passes through the first stage
+    readers = stages.get("urlfilter", first)  # the stage that reads every crawl file first
     input_docs = sum(m.stats.get("kept", 0) + sum(r["docs"] for r in m.stats.get("removed", {}).values())
                      for m in first)
     report = {"removed": removal_table(ordered, input_docs),
               "samples": reject_samples([m for _, ms in ordered for m in ms]),
-              "damaged_files": damaged_files(first)}
+              "damaged_files": damaged_files(readers)}
     if "labels" in crawl.extras:
         report["ground_truth"] = label_scores(ordered, crawl.extras["labels"].path, ordered[-1][1])
     return report, {"input_docs": input_docs, "final_docs": sum(m.stats.get("kept", 0) for m in ordered[-1][1]),
-                    "files": len(first), "damaged_files": len(report["damaged_files"])}
+                    "files": len(readers), "damaged_files": len(report["damaged_files"])}
 
 
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------

@@ -191,3 +191,21 @@ def test_bad_configurations_fail_with_one_line(tmp_path):
     with pytest.raises(SourceError, match="no column content_languages .*set source.index.languages to"):
         ccindex.query_index(SourceConfig(kind="cc-index", index=CcIndexConfig(paths=[str(part)])),
                             urlfilter.UrlLists(), 2, tmp_path / "q")
+
+
+def test_the_data_flow_reads_a_crawl_through_its_index(published, fetched, prefect_harness, tmp_path):
+    """source.kind cc-index through the data flow: query, fetch, then the usual stages; the
+    accounting starts from the index rows read and the documents are the passing records' pages."""
+    from flows.data import data_flow
+    from tests.support.pipeline import micro_config
+
+    with serve(published["files"]) as base:
+        config = micro_config(tmp_path / "work", data={"source": source(base).model_dump()})
+        state = data_flow(config, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result.accounting.stats["input_docs"] == len(published["rows"])
+    passing = {r["url"] for r in published["rows"] if passes(r, fetched["lists"])}
+    kept = {doc["url"] for m in result.docs for doc in store.read_rows(m.located(str(tmp_path / "work")).files[0].path)}
+    assert kept and kept <= passing
+    assert result.accounting.stats["files"] == len(fetched["batches"]) and result.accounting.stats["damaged_files"] == 0
