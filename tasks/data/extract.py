@@ -2,8 +2,8 @@
 
 Per record: the whole block is read and checked against its declared length (a truncated
 download is skipped and counted, never crashes the file), the HTTP headers are parsed, non-HTML
-responses are skipped, the payload is decoded by the declared charset (HTML's default, windows-1252,
-when none is declared and the bytes are not UTF-8), and trafilatura extracts the main text with
+responses are skipped, the payload is decoded as a browser would (tasks/data/charset.py: byte order
+mark, valid UTF-8, the HTTP header, `<meta charset>`, then detection), and trafilatura extracts the main text with
 settings that favour precision and carry no state from one document to the next
 (tasks/data/html_text.py).
 
@@ -15,7 +15,6 @@ file goes on in a fresh child.
 
 from __future__ import annotations
 
-import codecs
 import gzip
 import http.client
 import io
@@ -23,13 +22,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import charset_normalizer
 from pydantic import Field
 
 from tasks.core.caching import output_dir
 from tasks.core.sandbox import Sandbox, SandboxCrashed, SandboxTimeout, borrowed_sandbox
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, StageConfig, read_rows, reject, write_shard
+from tasks.data.charset import Undecodable, decode_html
 from tasks.data.fetch import SourceConfig, open_uri, warc_name
 from tasks.data.warcfile import WarcScan
 
@@ -90,30 +89,13 @@ def decoded_body(body: bytes, content_encoding: str) -> bytes:
     return body
 
 
-def declared_charset(content_type: str) -> str | None:
-    for part in content_type.split(";")[1:]:
-        key, _, value = part.strip().partition("=")
-        if key.lower() == "charset":
-            charset = value.strip().strip('"').lower()
-            try:
-                return codecs.lookup(charset).name
-            except LookupError:
-                return None  # an unknown name is as good as none: detect
-    return None
-
-
-def decode_html(body: bytes, content_type: str) -> str:
-    """Decode by the charset the headers declare, then UTF-8, then by detection
-    (charset-normalizer); a body no encoding explains is rejected as `undecodable`."""
-    for charset in dict.fromkeys(c for c in (declared_charset(content_type), "utf-8") if c):
-        try:
-            return body.decode(charset)
-        except UnicodeDecodeError:
-            pass
-    best = charset_normalizer.from_bytes(body).best()
-    if best is None:
-        raise BadRecord("undecodable")
-    return str(best)
+def decode_page(body: bytes, content_type: str) -> str:
+    """The page's text, its charset decided as browsers decide it (tasks/data/charset.py); a body no
+    encoding explains is rejected as `undecodable`."""
+    try:
+        return decode_html(body, content_type)
+    except Undecodable:
+        raise BadRecord("undecodable") from None
 
 
 def extract_in_sandbox(sandbox: Sandbox, html: str, url: str, config: ExtractConfig) -> str:
@@ -150,7 +132,7 @@ def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_d
                 content_type = headers.get("content-type", "")
                 if "html" not in content_type.lower():
                     raise BadRecord("not_html")
-                html = decode_html(body, content_type)
+                html = decode_page(body, content_type)
                 doc["text"] = extract_in_sandbox(sandbox, html, doc["url"], config)
                 if len(doc["text"]) < max(config.min_chars, 1):
                     raise BadRecord("no_text")
@@ -164,7 +146,7 @@ def extract_warc(warc_uri: str, keep_offsets: dict[int, dict], crawl: str, out_d
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
-@stage_task("extract", packages=("fastwarc", "trafilatura", "lxml", "resiliparse", "charset-normalizer"),
+@stage_task("extract", packages=("fastwarc", "trafilatura", "lxml", "resiliparse"),
             ignore=("source",))
 def extract_task(urls: Manifest, crawl: str, work_dir: str, config: ExtractConfig, source: SourceConfig) -> Manifest:
     urls_file, warc_file = urls.files

@@ -63,16 +63,16 @@ def test_quirky_warc_headers_are_read(shared_data, tmp_path):
 
 def test_charset_from_headers_then_utf8_then_detection():
     cyrillic = "Городской рынок открывается очень рано, и люди покупают там свежий хлеб. " * 3
-    assert extract.decode_html(cyrillic.encode("windows-1251"), "text/html; charset=windows-1251") == cyrillic
-    assert extract.decode_html("naïve".encode(), "text/html") == "naïve"
-    assert extract.decode_html("naïve".encode(), "text/html; charset=no-such-charset") == "naïve"
+    assert extract.decode_page(cyrillic.encode("windows-1251"), "text/html; charset=windows-1251") == cyrillic
+    assert extract.decode_page("naïve".encode(), "text/html") == "naïve"
+    assert extract.decode_page("naïve".encode(), "text/html; charset=no-such-charset") == "naïve"
     # Declared UTF-8, but not: detection recovers the text.
-    assert extract.decode_html(cyrillic.encode("windows-1251"), "text/html; charset=utf-8") == cyrillic
+    assert extract.decode_page(cyrillic.encode("windows-1251"), "text/html; charset=utf-8") == cyrillic
 
 
 def test_undecodable_body_is_rejected_not_crashed():
     with pytest.raises(extract.BadRecord, match="undecodable"):
-        extract.decode_html(b"\x00\x01\x02\xff\xfe\x00\x00\x89PNG\x1a" * 20, "text/html; charset=utf-8")
+        extract.decode_page(b"\x00\x01\x02\xff\xfe\x00\x00\x89PNG\x1a" * 20, "text/html; charset=utf-8")
 
 
 def test_synthetic_pages_with_a_wrong_charset_are_recovered(small_crawl, tmp_path):
