@@ -187,8 +187,10 @@ def threshold_for_fraction(scores: list[float], fraction: float, keep: str) -> f
 
 
 def quantiles(scores: list[float]) -> dict[str, float]:
+    """A few points of the score distribution (nearest rank), for choosing a threshold by eye."""
     ranked = sorted(scores)
-    return {f"p{q}": round(ranked[min(len(ranked) - 1, q * len(ranked) // 100)], 6) for q in (0, 10, 25, 50, 75, 90, 100)}
+    return {f"p{q}": round(ranked[min(len(ranked) - 1, q * len(ranked) // 100)], 6)
+            for q in (0, 10, 25, 50, 75, 90, 100)} if ranked else {}
 
 
 # --- The two stages' work -------------------------------------------------------------------------

@@ -184,6 +184,18 @@ def test_a_labelled_classifier_removes_its_positive_class(data, tmp_path):
     assert "spam_score" in read_rows(shards[0].extras["scores"].path)[0]
 
 
+def test_a_labelled_classifier_with_a_fixed_threshold_needs_no_crawl_to_train(data, tmp_path):
+    empty = Manifest(stage="pii", files=[write_table(tmp_path / "empty.parquet", [], DOCUMENT_SCHEMA)])
+    model = train_classifier([empty], tmp_path, spam_config(data))
+    assert model.stats["threshold"] == 0.5 and model.stats["crawl_scores"] == {"n": 0}
+
+
+def test_limit_reads_a_seeded_sample_of_the_training_rows(data, tmp_path):
+    config = quality_config(data, training=TrainingData(data=DataSource(path=data["reference"]), limit=40))
+    model = train_classifier(data["docs"], tmp_path, config)
+    assert model.stats["positives"] == 40 and model.stats["negatives"] == 40
+
+
 def test_the_pipelines_instructions_are_a_reference_set(tmp_path):
     rows = [{"skill": "calculator", "messages": [
         {"role": "user", "content": "What is 12 times 13?"},
