@@ -17,6 +17,8 @@ Two stages:
       the crawl, trains the model (tasks/data/textclassifier.py) and fixes the threshold. With
       `keep_fraction` the threshold is the score quantile over the crawl's documents (a seeded
       sample of at most `max_score_docs`), computed here once, so the mapped per-file filters agree.
+      The crawl documents drawn as negatives are scored too, lower than had they not been trained
+      on; the quantile is taken over the same scores the filters compute, so the fraction holds.
   classifier        per file: scores each document, keeps it or rejects it with the reason
       "<name>:below_threshold" (or "above_threshold"), as the other filters count rejects, and
       writes every document's score (the `score_column`) to a side file, `extras["scores"]`.
