@@ -88,13 +88,13 @@ def server(files: dict[str, bytes]):
 def streaming(base: str, sent, warc_paths: list[str], wanted: set[str]) -> tuple[int, int, float]:
     """Read every file whole, parse every response, read the wanted payloads: (records, bytes, seconds)."""
     from tasks.data.fetch import SourceConfig, open_uri
-    from tasks.data.warcfile import response_records
+    from tasks.data.warcfile import WarcScan
 
     sent()
     t0, found = time.perf_counter(), 0
     for path in warc_paths:
         with open_uri(base + path, SourceConfig()) as stream:
-            for record in response_records(stream, path):
+            for record in WarcScan(stream, path):
                 if record.headers.get("WARC-Target-URI") in wanted:
                     record.reader.read()
                     found += 1
@@ -106,7 +106,7 @@ def index_driven(base: str, sent, merge_gap: int, work: Path) -> tuple[int, int,
     """Query, fetch every batch, read the payloads back: (records, index bytes, WARC bytes, seconds, URLs)."""
     from tasks.data import ccindex, urlfilter
     from tasks.data.fetch import CcIndexConfig, SourceConfig
-    from tasks.data.warcfile import response_records
+    from tasks.data.warcfile import WarcScan
 
     lists = urlfilter.load_url_lists(urlfilter.UrlFilterConfig())
     source = SourceConfig(kind="cc-index", crawl_id=CRAWL, base_url=base + "/",
@@ -120,7 +120,7 @@ def index_driven(base: str, sent, merge_gap: int, work: Path) -> tuple[int, int,
     for batch in ccindex.batch_manifests(query):
         fetched = ccindex.fetch_batch(batch.files[0], CRAWL, work / "fetch", source)
         with open(fetched.files[0].path, "rb") as stream:
-            for record in response_records(stream, fetched.files[0].path):
+            for record in WarcScan(stream, fetched.files[0].path):
                 record.reader.read()
                 urls.add(record.headers.get("WARC-Target-URI"))
     seconds = time.perf_counter() - t0

@@ -21,6 +21,7 @@ from flows.config import PipelineConfig
 from flows.runners import make_task_runner
 from tasks.core.store import Manifest
 from tasks.data.accounting import accounting_task
+from tasks.data.blocklist_fetch import blocklist_fetch_task, copy_of
 from tasks.data.ccindex import batch_manifests, fetched_crawl
 from tasks.data.commoncrawl import index_query_task, range_fetch_task, source_task
 from tasks.data.dedup import EXACT_BAND, candidates_task, clusters_task, dedup_filter_task, index_task, signatures_task
@@ -32,7 +33,7 @@ from tasks.data.pii import pii_task
 from tasks.data.publish import dataset_folder, publish_task
 from tasks.data.quality import quality_task
 from tasks.data.synthetic import synthetic_crawl_task
-from tasks.data.urlfilter import load_url_lists, url_filter_task
+from tasks.data.urlfilter import load_url_lists, remote_blocklists, url_filter_task
 
 
 class DataResult(BaseModel):
@@ -144,8 +145,12 @@ def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None
     logger = get_run_logger()
     cfg = config.data
     stages = StageRuns(work, config.results)
-    lists = load_url_lists(cfg.urlfilter)
     reading = stage_retry_options(cfg.source)  # the stages that read crawl files retry network failures
+    fetched: dict[str, str] = {}
+    for url in remote_blocklists(cfg.urlfilter):  # blocklists named by URL: downloaded once, cached
+        got = stages.result(stages.submit(blocklist_fetch_task.with_options(**reading), url, work, cfg.source))
+        fetched |= copy_of(got.located(work))
+    lists = load_url_lists(cfg.urlfilter, fetched)
     per_source: dict[str, list] = {}  # for the accounting: what the index query and fetch removed
     if crawl is None and cfg.source.kind == "cc-index":
         # Common Crawl's columnar index picks the records; each batch of them is fetched by byte
@@ -168,7 +173,8 @@ def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None
         logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
 
     urls = stages.map(url_filter_task.with_options(**reading), files, work_dir=unmapped(work),
-                      config=unmapped(cfg.urlfilter), lists=unmapped(lists), source=unmapped(cfg.source))
+                      config=unmapped(cfg.urlfilter), lists=unmapped(lists), source=unmapped(cfg.source),
+                      strict=unmapped(cfg.source.strict))
     extracted = stages.map(extract_task.with_options(**reading), urls, crawl=crawls, work_dir=unmapped(work),
                            config=unmapped(cfg.extract), source=unmapped(cfg.source))
     langs = stages.map(langid_task, extracted, work_dir=unmapped(work), config=unmapped(cfg.langid))

@@ -23,6 +23,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 import pyarrow as pa
+from prefect import get_run_logger
 from pydantic import ConfigDict, Field
 
 from tasks.core.caching import output_dir
@@ -30,7 +31,7 @@ from tasks.core.stage import stage_task
 from tasks.core.store import REJECT_SCHEMA, FileEntry, Manifest, StageConfig, reject, write_table
 from tasks.data.blocklists import BlocklistRef, blockset, compile_blocklist, is_remote
 from tasks.data.fetch import SourceConfig, open_uri, warc_name
-from tasks.data.warcfile import response_records
+from tasks.data.warcfile import WarcScan
 
 KEPT_SCHEMA = pa.schema([("offset", pa.int64()), ("url", pa.string()), ("id", pa.string()),
                          ("date", pa.string())])
@@ -128,15 +129,21 @@ def url_reject_reason(url: str, lists: UrlLists, soft_word_threshold: int = 2) -
 
 
 def filter_warc_urls(warc: FileEntry, out_dir: str | Path, config: UrlFilterConfig, lists: UrlLists,
-                     source: SourceConfig | None = None) -> Manifest:
-    """Scan the response records of one WARC file; list those whose URL passes."""
+                     source: SourceConfig | None = None, strict: bool = False) -> Manifest:
+    """Scan the response records of one WARC file; list those whose URL passes.
+
+    A damaged file (tasks/data/warcfile.py) is read up to the damage and its problem recorded as
+    `stats.file_problem`, which the accounting lists; `strict` fails on it instead."""
     kept, rejected = [], []
     with open_uri(warc.path, source) as stream:
-        for record in response_records(stream, warc.path):
+        scan = WarcScan(stream, warc.path)
+        for record in scan:
             row = {"offset": record.stream_pos, "url": record.headers.get("WARC-Target-URI", ""),
                    "id": record.record_id, "date": record.headers.get("WARC-Date", "")}
             reason = url_reject_reason(row["url"], lists, config.soft_word_threshold)
             (rejected.append(reject(row, STAGE, reason)) if reason else kept.append(row))
+    if strict:
+        scan.raise_if_damaged()
     name = warc_name(warc.path)
     out_dir = Path(out_dir)
     entry = write_table(out_dir / f"{name}.urls.parquet", kept, KEPT_SCHEMA)
@@ -145,13 +152,21 @@ def filter_warc_urls(warc: FileEntry, out_dir: str | Path, config: UrlFilterConf
     for r in rejected:
         removed.setdefault(r["reason"], {"docs": 0, "chars": 0})["docs"] += 1
     return Manifest(stage=STAGE, files=[entry, warc], extras={"rejects": rejects},
-                    stats={"kept": len(kept), "removed": removed})
+                    stats={"kept": len(kept), "removed": removed, "file": warc.path.rstrip("/").rsplit("/", 1)[-1],
+                           "file_problem": scan.problem})
 
 
 # --- The stage's task (tasks/core/stage.py) ---------------------------------------------------------
 
 
+# `strict` is a parameter of its own, in the cache key: a strict run must not take a lenient run's
+# record of a damaged file as its answer.
 @stage_task("url-filter", packages=("fastwarc", "xxhash"), ignore=("source",))
 def url_filter_task(warc: Manifest, work_dir: str, config: UrlFilterConfig, lists: UrlLists,
-                    source: SourceConfig) -> Manifest:
-    return filter_warc_urls(warc.files[0], output_dir(work_dir), config, lists, source)
+                    source: SourceConfig, strict: bool = False) -> Manifest:
+    manifest = filter_warc_urls(warc.files[0], output_dir(work_dir), config, lists, source, strict)
+    if manifest.stats["file_problem"]:
+        get_run_logger().warning("crawl file %s could not be read whole (%s): %d records before the damage are "
+                                 "read, the rest skipped", manifest.stats["file"], manifest.stats["file_problem"],
+                                 manifest.stats["kept"] + sum(r["docs"] for r in manifest.stats["removed"].values()))
+    return manifest

@@ -103,15 +103,3 @@ class WarcScan:
             raise DamagedCrawlFile(f"crawl file {self.uri}: {self.problem} (source.strict is on: a damaged "
                                    "crawl file fails the run; turn it off to skip and count such files)")
 
-
-def problem_kind(problem: str) -> str:
-    """The reason without its offset (`file:truncated_at=123` → `file:truncated`), for counting."""
-    kind = problem.split("=", 1)[0]
-    return kind.removesuffix("_at").removesuffix("_after")
-
-
-def response_records(stream: BinaryIO, uri: str) -> Iterator[WarcRecord]:
-    """The response records of a file that must be whole: a damaged one raises DamagedCrawlFile."""
-    scan = WarcScan(stream, uri)
-    yield from scan
-    scan.raise_if_damaged()

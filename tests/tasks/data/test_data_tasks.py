@@ -100,6 +100,7 @@ def check_url_filter(m: Manifest, calls, work) -> None:
     labels = calls["synthetic-crawl"].manifest.stats["labels"]
     assert kept_and_removed(m) == 40
     assert m.stats["removed"]["blocked_domain"]["docs"] == labels["blocklisted"]
+    assert m.stats["file_problem"] is None
     urls, warc = m.files  # the kept offsets, and the WARC file they point into
     assert urls.rows == m.stats["kept"] and warc.sha256 == calls["synthetic-crawl"].manifest.files[0].sha256
 
@@ -232,13 +233,13 @@ BAD_INPUTS = [
     ("crawl-source: a glob that matches nothing", source_task,
      lambda w, c: {"config": SourceConfig(kind="files", paths=[str(w / "none-*.warc.gz")])},
      SourceError, "none-*.warc.gz"),
-    ("url-filter: not a WARC file", url_filter_task,
+    ("url-filter, strict: not a WARC file", url_filter_task,
      lambda w, c: {"warc": warc(garbage(w, "html.warc.gz", b"<html><body>hello</body></html>")),
-                   "config": URLFILTER, "lists": load_url_lists(URLFILTER), "source": SourceConfig()},
+                   "config": URLFILTER, "lists": load_url_lists(URLFILTER), "source": SourceConfig(), "strict": True},
      DamagedCrawlFile, "html.warc.gz: file:not_warc"),
-    ("url-filter: an empty WARC file", url_filter_task,
+    ("url-filter, strict: an empty WARC file", url_filter_task,
      lambda w, c: {"warc": warc(garbage(w, "empty.warc.gz", b"")), "config": URLFILTER,
-                   "lists": load_url_lists(URLFILTER), "source": SourceConfig()},
+                   "lists": load_url_lists(URLFILTER), "source": SourceConfig(), "strict": True},
      DamagedCrawlFile, "empty.warc.gz: file:empty"),
     ("url-filter: missing WARC file", url_filter_task,
      lambda w, c: {"warc": warc(missing(w, "crawl.warc.gz")), "config": URLFILTER,
@@ -288,6 +289,12 @@ def test_bad_input_fails_with_one_line_naming_it(calls, work, case):
     err = one_line_failure(run_stage(task, work, **inputs(work, calls)).state)
     assert isinstance(err, error), f"{type(err).__name__}: {err}"
     assert named in str(err)
+
+
+def test_a_damaged_file_is_recorded_not_failed_unless_strict(work):
+    m = run_stage(url_filter_task, work, warc=warc(garbage(work, "notwarc.warc.gz", b"hello\n" * 9)), config=URLFILTER,
+                  lists=load_url_lists(URLFILTER), source=SourceConfig()).manifest
+    assert (m.stats["file"], m.stats["file_problem"], m.stats["kept"]) == ("notwarc.warc.gz", "file:not_warc", 0)
 
 
 def test_crawl_source_lists_real_warc_files(shared_data, work):

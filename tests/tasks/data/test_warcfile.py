@@ -14,7 +14,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from tasks.core.store import Manifest
 from tasks.data.accounting import damaged_files
 from tasks.data.extract import BadRecord, parse_http_response
-from tasks.data.warcfile import DamagedCrawlFile, WarcScan, problem_kind
+from tasks.data.warcfile import DamagedCrawlFile, WarcScan
 
 
 def scan(data: bytes) -> tuple[WarcScan, list[str]]:
@@ -85,11 +85,6 @@ def test_strict_reading_raises_one_line_naming_file_and_offset(good, whole):
     with pytest.raises(DamagedCrawlFile, match=rf"^crawl file test.warc.gz: file:truncated_at={offsets[5]} "):
         warc.raise_if_damaged()
     assert "\n" not in str(DamagedCrawlFile)
-
-
-def test_problem_kinds_drop_the_offset():
-    assert [problem_kind(p) for p in ("file:empty", "file:not_warc", "file:truncated_at=12", "file:corrupt_after=9")] \
-        == ["file:empty", "file:not_warc", "file:truncated", "file:corrupt"]
 
 
 def test_damaged_files_are_listed_by_the_accounting():
