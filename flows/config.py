@@ -17,6 +17,7 @@ from flows.runners import RunnerConfig
 from tasks.chat.world import ChatDataConfig
 from tasks.core.dataset import DatasetRef
 from tasks.core.store import StageConfig
+from tasks.data.classifier import ClassifierConfig
 from tasks.data.dedup import DedupConfig
 from tasks.data.extract import ExtractConfig
 from tasks.data.fetch import SourceConfig
@@ -50,12 +51,23 @@ class DataConfig(StageConfig):
     langid: LangIdConfig = Field(default_factory=LangIdConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
+    classifiers: list[ClassifierConfig] = Field(
+        default_factory=list, description="Model-based filters (fastText, trained in the run), in order, after PII: "
+                                          "quality (DCLM-style) or a labelled class such as adult or toxic")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     line_dedup: LineDedupConfig = Field(default_factory=LineDedupConfig,
                                         description="Paragraphs repeated across documents (CCNet), after document "
                                                     "dedup; off by default")
     refresh: RefreshConfig = Field(default_factory=RefreshConfig,
                                    description="What the recurring data refresh takes in, and its versioned dataset")
+
+    @field_validator("classifiers")
+    @classmethod
+    def _distinct_names(cls, classifiers: list[ClassifierConfig]) -> list[ClassifierConfig]:
+        names = [c.name for c in classifiers]
+        if len(set(names)) != len(names):  # each names its stage in the accounting and its reject reasons
+            raise ValueError(f"classifier names must differ; got {names}")
+        return classifiers
 
 
 class TokenizerConfig(StageConfig):

@@ -22,7 +22,9 @@ from flows.runners import make_task_runner
 from tasks.core.store import Manifest
 from tasks.data.accounting import accounting_task
 from tasks.data.blocklist_fetch import blocklist_fetch_task, copy_of
+from tasks.chat.world import chat_data_task, source_fingerprint
 from tasks.data.ccindex import batch_manifests, fetched_crawl
+from tasks.data.classifier import classifier_task, train_classifier_task, training_fingerprint
 from tasks.data.commoncrawl import index_query_task, range_fetch_task, source_task
 from tasks.data.dedup import EXACT_BAND, candidates_task, clusters_task, dedup_filter_task, index_task, signatures_task
 from tasks.data.extract import extract_task
@@ -69,6 +71,23 @@ def dedup(stages: StageRuns, config: PipelineConfig, docs: list,
     return kept, index
 
 
+def classify(stages: StageRuns, config: PipelineConfig, docs: list) -> tuple[list, dict[str, list]]:
+    """Each model-based filter in turn: trained once on every file's documents (a reduce), then
+    mapped over the files. Returns the documents kept and each filter's runs, for the accounting."""
+    work, runs = stages.work_dir, {}
+    chat_data = None
+    for clf in config.data.classifiers:
+        if clf.training.source == "instructions" and chat_data is None:  # the run's own SFT conversations
+            chat = config.train.chat_data
+            chat_data = stages.submit(chat_data_task, work, chat, config.data.crawl.world(), source_fingerprint(chat))
+        model = stages.submit(train_classifier_task, docs, work, clf, label=clf.name,
+                              instructions=chat_data if clf.training.source == "instructions" else None,
+                              fingerprint=training_fingerprint(clf))
+        docs = runs[clf.name] = stages.map(classifier_task, docs, model=unmapped(model), work_dir=unmapped(work),
+                                           config=unmapped(clf))
+    return docs, runs
+
+
 def line_dedup(stages: StageRuns, config: PipelineConfig, docs: list) -> list:
     """Paragraph dedup's three mapped steps, on the documents document dedup kept: run before it,
     it would trim near-duplicates until MinHash no longer sees them as such."""
@@ -88,6 +107,7 @@ def publish_documents(config: PipelineConfig, work: str, docs: list[Manifest], a
     cfg = config.data
     filters = {"urlfilter": cfg.urlfilter, "extract": cfg.extract, "langid": cfg.langid, "quality": cfg.quality,
                "pii": cfg.pii, "dedup": cfg.dedup}
+    filters |= {clf.name: clf for clf in cfg.classifiers}
     if cfg.line_dedup.enabled:
         filters["line_dedup"] = cfg.line_dedup
     synthetic = cfg.crawl if cfg.source.kind == "synthetic" else None
@@ -180,9 +200,10 @@ def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None
     langs = stages.map(langid_task, extracted, work_dir=unmapped(work), config=unmapped(cfg.langid))
     good = stages.map(quality_task, langs, work_dir=unmapped(work), config=unmapped(cfg.quality))
     scrubbed = stages.map(pii_task, good, work_dir=unmapped(work), config=unmapped(cfg.pii))
-    docs, index = dedup(stages, config, scrubbed, earlier)
+    classified, per_classifier = classify(stages, config, scrubbed)
+    docs, index = dedup(stages, config, classified, earlier)
     per_stage = {**per_source, "urlfilter": urls, "extract": extracted, "langid": langs, "quality": good,
-                 "dedup": docs}
+                 **per_classifier, "dedup": docs}
     if cfg.line_dedup.enabled:  # the last stage in per_stage holds the final documents
         docs = per_stage["line_dedup"] = line_dedup(stages, config, docs)
     if crawl is None:  # the index-driven source: the crawl is the fetched files

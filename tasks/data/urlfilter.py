@@ -23,7 +23,6 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 import pyarrow as pa
-from prefect import get_run_logger
 from pydantic import ConfigDict, Field
 
 from tasks.core.caching import output_dir
@@ -166,6 +165,8 @@ def url_filter_task(warc: Manifest, work_dir: str, config: UrlFilterConfig, list
                     source: SourceConfig, strict: bool = False) -> Manifest:
     manifest = filter_warc_urls(warc.files[0], output_dir(work_dir), config, lists, source, strict)
     if manifest.stats["file_problem"]:
+        from prefect import get_run_logger  # stage modules import without Prefect (tests/test_layout.py)
+
         get_run_logger().warning("crawl file %s could not be read whole (%s): %d records before the damage are "
                                  "read, the rest skipped", manifest.stats["file"], manifest.stats["file_problem"],
                                  manifest.stats["kept"] + sum(r["docs"] for r in manifest.stats["removed"].values()))
