@@ -5,7 +5,7 @@
 
 Two crawls: the synthetic crawl (with its labels) and the real WARC files of ../shared/data/warc.
 On each, datatrove runs FineWeb's reference pipeline (benchmarks/_datatrove_side.py) and we run
-our stages in each mode: `default` (our defaults) and `fineweb` (docs/fineweb-exact.yaml, the
+our stages in each mode: `default` (our defaults) and `fineweb` (flows/presets/overlays/fineweb-exact.yaml, the
 FineWeb-exact settings). It prints:
 
 - agreement: of the documents that reach a stage in both pipelines, the share on which both
@@ -41,7 +41,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PEER_PYTHON = HERE / ".venv-datatrove" / "bin" / "python"
-FINEWEB_OVERLAY = ROOT / "docs" / "fineweb-exact.yaml"
+FINEWEB_OVERLAY = ROOT / "flows" / "presets" / "overlays" / "fineweb-exact.yaml"
 SHARED_WARC = ROOT.parent / "shared" / "data" / "warc"
 STAGES = ("urlfilter", "extract", "langid", "quality", "dedup")
 QUALITY_BLOCKS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")

@@ -24,7 +24,7 @@ def _config(args):
             overrides["work_dir"] = args.work_dir
         if getattr(args, "strict", False):
             overrides = deep_merge(overrides, {"data": {"source": {"strict": True}}})
-        return load_config(args.preset, overrides)
+        return load_config(args.preset, overrides, args.overlay or [])
     except ConfigError as err:
         sys.exit(f"crawl2chat: config error: {err}")
 
@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def with_config(p):
         p.add_argument("--preset", default="tiny", help="a preset name (flows/presets/) or a YAML file")
+        p.add_argument("--overlay", action="append", metavar="NAME|FILE",
+                       help="a partial config applied on top of the preset (flows/presets/overlays/), e.g. "
+                            "fineweb-exact: the data stages rule for rule as FineWeb's reference (repeatable)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a field, e.g. --set train.pretrain.steps=100 (repeatable)")
         p.add_argument("--work-dir", help="where every stage writes (default: the preset's)")

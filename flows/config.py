@@ -40,6 +40,8 @@ from tasks.train.rlhf import RlhfConfig
 from tasks.train.sft import SftConfig
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+# Partial configs applied on top of any preset, e.g. fineweb-exact: the data stages as FineWeb runs them.
+OVERLAYS_DIR = PRESETS_DIR / "overlays"
 
 
 class DataConfig(StageConfig):
@@ -135,15 +137,24 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_config(preset: str | Path = "tiny", overrides: dict | None = None) -> PipelineConfig:
-    """A preset by name (flows/presets/<name>.yaml) or path, with nested overrides applied on top."""
-    path = Path(preset)
+def _yaml_file(name: str | Path, folder: Path, what: str) -> tuple[Path, dict]:
+    """A YAML file by name (<folder>/<name>.yaml) or path, and its content."""
+    path = Path(name)
     if not path.suffix:
-        path = PRESETS_DIR / f"{preset}.yaml"
+        path = folder / f"{name}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
-        raise ConfigError(f"no preset {preset!r} (known: {known})")
-    raw = yaml.safe_load(path.read_text()) or {}
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise ConfigError(f"no {what} {str(name)!r} (known: {known})")
+    return path, yaml.safe_load(path.read_text()) or {}
+
+
+def load_config(preset: str | Path = "tiny", overrides: dict | None = None,
+                overlays: list[str | Path] = ()) -> PipelineConfig:
+    """A preset by name (flows/presets/<name>.yaml) or path, then each overlay by name
+    (flows/presets/overlays/<name>.yaml) or path, then nested overrides, each applied on top."""
+    path, raw = _yaml_file(preset, PRESETS_DIR, "preset")
+    for overlay in overlays:
+        raw = deep_merge(raw, _yaml_file(overlay, OVERLAYS_DIR, "overlay")[1])
     try:
         return PipelineConfig.model_validate(deep_merge(raw, overrides or {}))
     except ValidationError as err:

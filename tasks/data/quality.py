@@ -6,7 +6,7 @@ FineWeb recipe's. Where the way a rule counts departs from FineWeb's reference i
 (datatrove 0.10.1), a field switches it, and FineWeb's behaviour is always one of its values. A
 default is the value that scores better against the synthetic crawl's labels; where the labels
 cannot tell the values apart, FineWeb's, unless it needs spaCy (an optional dependency, and several
-times slower). docs/data-vs-datatrove.md has the scores; docs/fineweb-exact.yaml sets FineWeb's
+times slower). docs/data-vs-datatrove.md has the scores; flows/presets/overlays/fineweb-exact.yaml sets FineWeb's
 behaviour throughout.
 """
 

@@ -3,15 +3,12 @@ each switch, on a text where its two values decide differently, and the FineWeb-
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
-import yaml
 
 from tasks.data import quality, spacy_text
 from tasks.data.quality import C4Filter, FineWebFilter, GopherQuality, GopherRepetition
 
-ROOT = Path(__file__).resolve().parents[3]
 
 # A plain English paragraph that passes every Gopher quality rule under every setting.
 PROSE = ("The river that runs past the old mill is wider than it looks from the bridge, and the "
@@ -131,10 +128,12 @@ def test_fineweb_word_splitter_in_the_newline_ratio():
 # --- The overlay ---------------------------------------------------------------------------------
 
 def test_fineweb_exact_overlay_loads_and_sets_every_switch_to_fineweb():
-    from flows.config import deep_merge, load_config
+    from flows.config import ConfigError, load_config
 
-    overlay = yaml.safe_load((ROOT / "docs" / "fineweb-exact.yaml").read_text())
-    config = load_config("tiny", deep_merge(overlay, {}))
+    config = load_config("tiny", {"data": {"langid": {"threshold": 0.5}}}, overlays=["fineweb-exact"])
+    assert config.data.langid.threshold == 0.5  # overrides go on top of the overlay
+    with pytest.raises(ConfigError, match=r"no overlay 'fineweb' \(known: fineweb-exact\)"):
+        load_config("tiny", overlays=["fineweb"])
     q = config.data.quality
     assert (q.gopher_repetition.word_splitter, q.gopher_quality.word_splitter, q.fineweb.word_splitter,
             q.c4.sentence_splitter) == ("spacy",) * 4
