@@ -105,7 +105,7 @@ def plan_refresh_task(source: SourceConfig, refresh: RefreshConfig, synthetic: M
     return plan_refresh(candidate_files(source, refresh, synthetic), ledger, refresh.max_files, synthetic)
 
 
-@stage_task("cc-index-query", packages=("pyarrow", "tldextract"), retries=2, retry_delay_seconds=[10, 60],
+@stage_task("cc-index-query", packages=("pyarrow", "xxhash"), retries=2, retry_delay_seconds=[10, 60],
             retry_condition_fn=gave_up_reading)
 def index_query_task(source: SourceConfig, lists: UrlLists, soft_word_threshold: int, work_dir: str) -> Manifest:
     """The records of the crawl's index that pass, in batches (tasks/data/ccindex.py): map
