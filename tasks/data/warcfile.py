@@ -18,6 +18,7 @@ offset: this module turns both into the reasons above.
 
 from __future__ import annotations
 
+import io
 import zlib
 from typing import BinaryIO, Iterator
 
@@ -32,6 +33,40 @@ class DamagedCrawlFile(ValueError):
     message names the file and the reason (with its offset)."""
 
 
+class _TailKeeper(io.RawIOBase):
+    """A stream's bytes passed through unchanged, keeping those from the last `mark`ed offset on: the
+    end of a file is checked from what was read already, never read twice (over HTTP, a second
+    request)."""
+
+    def __init__(self, raw: BinaryIO):
+        super().__init__()
+        self.raw, self.read_bytes = raw, 0
+        self.kept, self.kept_from = bytearray(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:  # fastwarc asks once, where the stream starts; it never seeks
+        return self.read_bytes
+
+    def readinto(self, buffer) -> int:
+        data = self.raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.kept += data
+        self.read_bytes += n
+        return n
+
+    def mark(self, offset: int) -> None:
+        """Bytes before `offset` are no longer needed."""
+        del self.kept[:max(0, offset - self.kept_from)]
+        self.kept_from = max(self.kept_from, offset)
+
+    def tail(self, offset: int) -> bytes:
+        """Every byte from `offset` (at or after the last mark) to the end of the stream."""
+        return bytes(self.kept[offset - self.kept_from:]) + self.raw.read()
+
+
 class WarcScan:
     """The response records of one open WARC file, in file order, with their payloads unparsed.
 
@@ -39,7 +74,7 @@ class WarcScan:
     doc). `records` counts the records of every type read before that."""
 
     def __init__(self, stream: BinaryIO, uri: str):
-        self.stream, self.uri = stream, uri
+        self.stream, self.uri = _TailKeeper(stream), uri
         self.records = 0
         self.problem: str | None = None
 
@@ -63,11 +98,12 @@ class WarcScan:
                     self.problem = f"file:truncated_at={record.stream_pos}"
                     return
                 last_whole = record.stream_pos
+                self.stream.mark(last_whole)
         except OSError:  # fastwarc's parse or gzip error: bad bytes where a record should start
             self.problem = NOT_WARC if last_whole is None else f"file:corrupt_after={last_whole}"
             return
         if self.records == 0:
-            self.problem = EMPTY if self._is_empty() else NOT_WARC
+            self.problem = EMPTY if self.stream.read_bytes == 0 else NOT_WARC
         elif last_whole is not None:
             self.problem = self._cut_after_last_record(last_whole)
 
@@ -75,11 +111,7 @@ class WarcScan:
         """A .warc.gz file cut a few bytes into a record's gzip member ends where fastwarc finds
         nothing to decompress, silently. The last record's member must be followed by nothing:
         decompress it again and look at what comes after it."""
-        try:
-            self.stream.seek(last)
-            tail = self.stream.read()
-        except OSError:  # a stream that cannot go back: what was read is all that can be said
-            return None
+        tail = self.stream.tail(last)
         if tail[:2] != b"\x1f\x8b":  # an uncompressed file: fastwarc parsed every byte of it
             return None
         member = zlib.decompressobj(wbits=31)
@@ -90,13 +122,6 @@ class WarcScan:
         if rest.strip(b"\x00\r\n "):
             return f"file:truncated_at={last + len(tail) - len(rest)}"
         return None
-
-    def _is_empty(self) -> bool:
-        try:
-            self.stream.seek(0)
-            return not self.stream.read(1)
-        except OSError:  # a stream that cannot go back: it gave fastwarc no record, call it empty
-            return True
 
     def raise_if_damaged(self) -> None:
         if self.problem:
