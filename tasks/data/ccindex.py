@@ -26,7 +26,6 @@ language; and it would leave nothing to count the rejects by.
 
 from __future__ import annotations
 
-import glob
 import io
 import re
 import zlib
@@ -41,8 +40,8 @@ import pyarrow.parquet as pq
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from tasks.core.store import REJECT_SCHEMA, FileEntry, Manifest, atomic_path, file_entry, read_rows, reject, write_table
-from tasks.data.fetch import (CcIndexConfig, HTTPRangeFile, SourceConfig, SourceError, is_url, open_random_access,
-                              read_listing, read_range, sample_uris)
+from tasks.data.fetch import (CcIndexConfig, HTTPRangeFile, SourceConfig, SourceError, expand_paths, is_url,
+                              open_random_access, read_listing, read_range, sample_uris)
 from tasks.data.urlfilter import UrlLists, url_reject_reason
 
 QUERY_STAGE, FETCH_STAGE = "cc-index", "cc-fetch"
@@ -69,25 +68,12 @@ def crawl_name(source: SourceConfig) -> str:
     return source.crawl_id or "cc-index"
 
 
-def expand_index_paths(paths: list[str]) -> list[str]:
-    out: list[str] = []
-    for p in paths:
-        if is_url(p):
-            out.append(p)
-            continue
-        matches = sorted(glob.glob(p))
-        if not matches:
-            raise SourceError(f"no index file at {p}")
-        out += [str(Path(m).resolve()) for m in matches]
-    return out
-
-
 def index_files(source: SourceConfig) -> list[str]:
     """The index parquet files to read: the configured ones, or the subset=warc files that the crawl's
     cc-index-table.paths.gz lists (the other subsets index robots.txt and failed fetches); `sample`
     of them, drawn with `seed`."""
     if source.index.paths:
-        uris = expand_index_paths(source.index.paths)
+        uris = expand_paths(source.index.paths, "index file")
     elif source.crawl_id:
         base = source.base_url.rstrip("/") + "/"
         listed = read_listing(f"{base}crawl-data/{source.crawl_id}/cc-index-table.paths.gz", source)

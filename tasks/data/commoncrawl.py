@@ -13,16 +13,14 @@ sources', so that the stages of one family never import each other.
 
 from __future__ import annotations
 
-import glob
 import hashlib
-from pathlib import Path
 
 from tasks.core.caching import output_dir
 from tasks.core.dataset import dataset_root, read_ledger
 from tasks.core.stage import stage_task
 from tasks.core.store import FileEntry, Manifest, file_entry
 from tasks.data.ccindex import UrlLists, fetch_batch, query_index
-from tasks.data.fetch import SourceConfig, SourceError, gave_up_reading, is_url, read_listing, sample_uris
+from tasks.data.fetch import SourceConfig, SourceError, expand_paths, gave_up_reading, is_url, read_listing, sample_uris
 from tasks.data.refresh import RefreshConfig, plan_refresh, resolve_crawls
 
 
@@ -32,19 +30,6 @@ def crawl_listing(config: SourceConfig) -> list[str]:
         raise SourceError("source.kind is commoncrawl but source.crawl_id is not set")
     base = config.base_url.rstrip("/") + "/"
     return [base + line for line in read_listing(f"{base}crawl-data/{config.crawl_id}/warc.paths.gz", config)]
-
-
-def expand_paths(paths: list[str]) -> list[str]:
-    out: list[str] = []
-    for p in paths:
-        if is_url(p):
-            out.append(p)
-            continue
-        matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
-        if not matches or not all(Path(m).exists() for m in matches):
-            raise SourceError(f"no WARC file at {p}")
-        out += [str(Path(m).resolve()) for m in matches]
-    return out
 
 
 def remote_entry(uri: str) -> FileEntry:

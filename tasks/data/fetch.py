@@ -23,6 +23,7 @@ server that ignores Range and to word the give-up error: most of this class.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import io
 import random
@@ -30,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from http.client import HTTPException
+from pathlib import Path
 from typing import BinaryIO, Callable, Literal, TypeVar
 
 from pydantic import Field
@@ -336,3 +338,18 @@ def sample_uris(uris: list[str], n: int | None, seed: int) -> list[str]:
         return list(uris)
     chosen = set(random.Random(seed).sample(range(len(uris)), n))
     return [u for i, u in enumerate(uris) if i in chosen]
+
+
+def expand_paths(paths: list[str], what: str = "WARC file") -> list[str]:
+    """Paths, globs and URLs, in order; a local path or glob that names no file fails with one line
+    saying which (`no WARC file at …`)."""
+    out: list[str] = []
+    for p in paths:
+        if is_url(p):
+            out.append(p)
+            continue
+        matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+        if not matches or not all(Path(m).exists() for m in matches):
+            raise SourceError(f"no {what} at {p}")
+        out += [str(Path(m).resolve()) for m in matches]
+    return out

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tasks.core.caching import digest_key, key_payload
-from tasks.data import blocklists
 from tasks.data.blocklist_fetch import BlocklistFetchError, blocklist_fetch_task, copy_of, fetch_blocklist
 from tasks.data.blocklists import BlocklistError, blockset, compile_blocklist
 from tasks.data.fetch import SourceConfig
