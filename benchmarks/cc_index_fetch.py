@@ -2,8 +2,8 @@
 
     python benchmarks/cc_index_fetch.py [--files 8 --pages 500 --page-kb 0 --languages fra,deu,spa,ita,por]
 
-A loopback HTTP server (tests/support/http.py, which counts the body bytes it sends), in a process
-of its own so that it takes no time from the reader's, publishes a synthetic crawl shaped like
+A loopback HTTP server (tests/support/http.py, whose log of requests says the body bytes it sent), in a
+process of its own so that it takes no time from the reader's, publishes a synthetic crawl shaped like
 Common Crawl's: its WARC files, a cc-index-table.paths.gz listing and an index parquet built from
 the files (offsets and lengths read back with fastwarc, languages from the crawl's labels). The
 records wanted are those the index query keeps: status 200, text/html, one of `--languages` (the
@@ -203,6 +203,16 @@ def publish(files: int, pages: int, page_kb: int, out: Path) -> Published:
     return Published(served, ["/" + name for name in warcs], rows, len(index), unpadded)
 
 
+def body_bytes(size: int, range_header: str | None) -> int:
+    """The body the server (tests/support/http.py) answers a GET of a file of `size` bytes with: the
+    range asked for, cut at the end of the file, or the whole file."""
+    if not range_header:
+        return size
+    first, _, last = range_header.removeprefix("bytes=").partition("-")
+    start, end = int(first), min(int(last), size - 1) if last else size - 1
+    return max(0, end + 1 - start)
+
+
 def server_process(files: dict[str, bytes], pipe) -> None:
     """Serve `files` until told to stop; on "bytes", answer the body bytes sent since the last ask."""
     import http.server
@@ -214,11 +224,17 @@ def server_process(files: dict[str, bytes], pipe) -> None:
     # loopback's own that would be most of the fetch's time here. This process is the benchmark's.
     http.server.ThreadingHTTPServer.request_queue_size = 128
 
+    # Bytes are counted from the server's request log, which a request enters before it is answered,
+    # so it holds every request the reader has had an answer to. The handler's byte counter is added
+    # to after the body has gone out, by the handler's thread, which may run only after the reader
+    # has asked: a whole file went uncounted that way.
     with serve(files) as base:
         pipe.send(base)
+        counted = 0
         while pipe.recv() == "bytes":
-            pipe.send(sum(FaultyHandler.bytes_sent.values()))
-            FaultyHandler.bytes_sent.clear()
+            requests = FaultyHandler.requests[counted:]
+            counted += len(requests)
+            pipe.send(sum(body_bytes(len(files[path]), asked) for path, asked in requests if path in files))
 
 
 @contextmanager
@@ -334,10 +350,12 @@ def index_driven(base: str, sent, merge_gap: int, work: Path) -> tuple[Run, Run]
     config, lists = url_filter()
     query = ccindex.query_index(source, lists, config.soft_word_threshold, work / "query")
     index_bytes = sent()
-    fetched = [ccindex.fetch_batch(batch.files[0], CRAWL, work / "fetch", source).files[0]
+    batches = [ccindex.fetch_batch(batch.files[0], CRAWL, work / "fetch", source)
                for batch in ccindex.batch_manifests(query)]
     network = {"index": index_bytes, "records": sent()}
     fetch_s = time.perf_counter() - t0
+    assert network["records"] == sum(b.info["bytes_fetched"] for b in batches), "the server and the fetch disagree"
+    fetched = [b.files[0] for b in batches]
 
     t0, urls = time.perf_counter(), set()
     for local in fetched:
