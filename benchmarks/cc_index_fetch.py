@@ -215,14 +215,7 @@ def body_bytes(size: int, range_header: str | None) -> int:
 
 def server_process(files: dict[str, bytes], pipe) -> None:
     """Serve `files` until told to stop; on "bytes", answer the body bytes sent since the last ask."""
-    import http.server
-
     from tests.support.http import FaultyHandler, serve
-
-    # socketserver's default backlog of 5 connections is less than the fetch's 8 at once: the kernel
-    # drops the extra connections' first packets, and their clients retry a second later, a stall of
-    # loopback's own that would be most of the fetch's time here. This process is the benchmark's.
-    http.server.ThreadingHTTPServer.request_queue_size = 128
 
     # Bytes are counted from the server's request log, which a request enters before it is answered,
     # so it holds every request the reader has had an answer to. The handler's byte counter is added

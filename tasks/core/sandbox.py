@@ -44,7 +44,7 @@ from typing import Any, Iterator
 START_LIMIT_S = 120.0
 
 # The directory holding the `tasks` package: the child needs it on its path to run this module.
-PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 LENGTH = struct.Struct("!Q")  # the 8-byte length before every pickle
 

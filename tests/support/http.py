@@ -9,6 +9,7 @@ import threading
 from contextlib import contextmanager
 
 FAST = dict(retries=4, backoff_s=0.01, timeout_s=10)
+_COUNTING = threading.Lock()  # handler threads add to bytes_sent: one at a time
 
 
 class FaultyHandler(http.server.BaseHTTPRequestHandler):
@@ -55,11 +56,17 @@ class FaultyHandler(http.server.BaseHTTPRequestHandler):
         self.send_body(payload)
 
     def send_body(self, payload: bytes) -> None:
-        try:
-            self.wfile.write(payload)
-            self.wfile.flush()
-        finally:
+        # Counted before the write: the client may ask for the count as soon as it has the bytes.
+        with _COUNTING:
             self.bytes_sent[self.path] = self.bytes_sent.get(self.path, 0) + len(payload)
+        self.wfile.write(payload)
+        self.wfile.flush()
+
+
+class LoopbackServer(http.server.ThreadingHTTPServer):
+    # socketserver's backlog of 5 makes the 6th of the fetch's simultaneous connections wait a
+    # second for a SYN retry.
+    request_queue_size = 128
 
 
 @contextmanager
@@ -68,7 +75,7 @@ def serve(files: dict[str, bytes], faults: dict[str, list[str]] | None = None):
     FaultyHandler.faults = {k: list(v) for k, v in (faults or {}).items()}
     FaultyHandler.requests = []
     FaultyHandler.bytes_sent = {}
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FaultyHandler)
+    server = LoopbackServer(("127.0.0.1", 0), FaultyHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
