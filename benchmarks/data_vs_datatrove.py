@@ -29,6 +29,7 @@ import argparse
 import gzip
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -355,12 +356,15 @@ def main() -> None:
                         help="languages kept on the real WARC files (they are mostly Russian, Chinese, Japanese)")
     parser.add_argument("--modes", default="default,fineweb")
     parser.add_argument("--no-flow", action="store_true", help="skip the Prefect flow timings")
+    parser.add_argument("--flow-repeats", type=int, default=3, help="runs of each whole process (the median is shown)")
     parser.add_argument("--rules", action="store_true",
                         help="also score each switch of the FineWeb-exact overlay alone (needs both modes)")
     parser.add_argument("--core", type=int, default=0)
     parser.add_argument("--json", help="write every figure to this file too")
     parser.add_argument("--keep", help="work in this (new) folder and keep it, to inspect the decisions")
     args = parser.parse_args()
+    if args.flow_repeats < 1:
+        parser.error("--flow-repeats must be at least 1")
     modes = args.modes.split(",")
 
     from tasks.data.langid import bundled_model_path
@@ -412,33 +416,38 @@ def main() -> None:
 
         if not args.no_flow:
             report["flow"] = flow_timings(synthetic, one_page_crawl(tmp / "one-page"), modes, tmp, args.core,
-                                          lists, bundled_model_path())
+                                          lists, bundled_model_path(), args.flow_repeats)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
 
 
 def flow_timings(crawl_dir: Path, one_page: Path, modes: list[str], tmp: Path, core: int, lists: Path,
-                 model_path: str) -> dict:
+                 model_path: str, repeats: int) -> dict:
     """Whole processes as a user starts them: our data flow (Prefect included) in each mode and
-    datatrove's pipeline, on the synthetic crawl and on a one-page crawl (the fixed cost)."""
+    datatrove's pipeline, on the synthetic crawl and on a one-page crawl (the fixed cost); each run
+    `repeats` times in a fresh work dir (no cache hit), the median reported with the spread."""
     out: dict = {}
     # One run first, not counted: what a machine pays once (Prefect's database, the compiled URL
     # blocklists) is no cost of every run.
     run_flow(one_page, ["en"], modes[0], tmp / "warm-up", core)
+    spec = tmp / "peer-spec.json"
+    spec.write_text(json.dumps(peer_spec(lists, model_path, ["en"])))
     for crawl, label in ((one_page, "one page"), (crawl_dir, "synthetic crawl")):
-        work = tmp / f"flow-{crawl.name}"
-        work.mkdir()
         rows = {}
-        for mode in modes:
-            result, wall = run_flow(crawl, ["en"], mode, work, core)
-            rows[f"flow {mode}"] = {"wall": wall, **result}
-        spec = work / "peer-spec.json"
-        spec.write_text(json.dumps(peer_spec(lists, model_path, ["en"])))
-        result, wall = pinned([str(PEER_PYTHON), str(HERE / "_datatrove_side.py"), str(crawl), str(work / "dt"),
-                               str(spec), str(work / "dt-decisions.json")], core, work)
-        rows["datatrove"] = {"wall": wall, **result}
+        for name in [f"flow {mode}" for mode in modes] + ["datatrove"]:
+            walls, result = [], {}
+            for i in range(repeats):
+                work = tmp / f"flow-{crawl.name}-{name.replace(' ', '-')}-{i}"
+                work.mkdir()
+                if name == "datatrove":
+                    result, wall = pinned([str(PEER_PYTHON), str(HERE / "_datatrove_side.py"), str(crawl),
+                                           str(work / "dt"), str(spec), str(work / "dt-decisions.json")], core, work)
+                else:
+                    result, wall = run_flow(crawl, ["en"], name.removeprefix("flow "), work, core)
+                walls.append(wall)
+            rows[name] = {"wall": statistics.median(walls), "walls": walls, **result}
         out[label] = rows
-    print("\n== whole processes as a user starts them (wall seconds, one core) ==")
+    print(f"\n== whole processes as a user starts them (wall seconds, one core; median of {repeats}, min-max) ==")
     fixed = out["one page"]
     for label, rows in out.items():
         peer = rows["datatrove"]["wall"]
@@ -446,12 +455,14 @@ def flow_timings(crawl_dir: Path, one_page: Path, modes: list[str], tmp: Path, c
             extra = ""
             if label != "one page":
                 net, peer_net = row["wall"] - fixed[name]["wall"], peer - fixed["datatrove"]["wall"]
+                noise = max(fixed[name]["walls"]) - min(fixed[name]["walls"])
+                # A difference within the one-page runs' own spread says nothing: no ratio for it.
                 extra = (f"; less the one-page run's {fixed[name]['wall']:.1f} s: {net:6.1f} s, "
-                         f"ratio {peer_net / net:.2f}" if net > 0 else "")
-            print(f"{label:16s} {name:16s} {row['wall']:7.1f} s, {row['docs_out']:5d} docs out, "
-                  f"ratio to datatrove (speed) {peer / row['wall']:.2f}{extra}")
+                         f"ratio {peer_net / net:.2f}" if net > noise else
+                         f"; less the one-page run's {fixed[name]['wall']:.1f} s: within its spread of {noise:.1f} s")
+            print(f"{label:16s} {name:16s} {row['wall']:7.1f} s ({min(row['walls']):.1f}-{max(row['walls']):.1f}), "
+                  f"{row['docs_out']:5d} docs out, ratio to datatrove (speed) {peer / row['wall']:.2f}{extra}")
     return out
-
 
 if __name__ == "__main__":
     main()
