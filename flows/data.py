@@ -17,12 +17,12 @@ from pydantic import BaseModel
 
 from flows.common import StageFailed, StageRuns, owned_work_dir
 from flows.deployment_runs import run_config
-from flows.config import PipelineConfig
+from flows.config import DataConfig, PipelineConfig
 from flows.runners import make_task_runner
+from tasks.chat.world import chat_data_task, source_fingerprint
 from tasks.core.store import Manifest
 from tasks.data.accounting import accounting_task
 from tasks.data.blocklist_fetch import blocklist_fetch_task, copy_of
-from tasks.chat.world import chat_data_task, source_fingerprint
 from tasks.data.ccindex import batch_manifests, fetched_crawl
 from tasks.data.classifier import classifier_task, train_classifier_task, training_fingerprint
 from tasks.data.commoncrawl import index_query_task, range_fetch_task, source_task
@@ -35,7 +35,7 @@ from tasks.data.pii import pii_task
 from tasks.data.publish import dataset_folder, publish_task
 from tasks.data.quality import quality_task
 from tasks.data.synthetic import synthetic_crawl_task
-from tasks.data.urlfilter import load_url_lists, remote_blocklists, url_filter_task
+from tasks.data.urlfilter import UrlLists, load_url_lists, remote_blocklists, url_filter_task
 
 
 class DataResult(BaseModel):
@@ -53,6 +53,43 @@ def per_file(crawl: Manifest) -> list[Manifest]:
     of_file = crawl.stats.get("crawls", {})
     return [Manifest(stage=crawl.stage, files=[f], stats={"crawl": of_file.get(f.sha256, crawl.stats.get("crawl", ""))})
             for f in crawl.files]
+
+
+def url_lists(stages: StageRuns, cfg: DataConfig, reading: dict) -> UrlLists:
+    """The URL filter's lists; blocklists named by URL are downloaded once (blocklist-fetch, cached)."""
+    fetched: dict[str, str] = {}
+    for url in remote_blocklists(cfg.urlfilter):
+        got = stages.result(stages.submit(blocklist_fetch_task.with_options(**reading), url, stages.work_dir,
+                                          cfg.source))
+        fetched |= copy_of(got.located(stages.work_dir))
+    return load_url_lists(cfg.urlfilter, fetched)
+
+
+def crawl_files(stages: StageRuns, cfg: DataConfig, crawl: Manifest | None, lists: UrlLists,
+                reading: dict) -> tuple[Manifest | None, list, list, dict]:
+    """The crawl's manifest (None for the index-driven source until its fetches are done), the files
+    to read (manifests or futures of them), each one's crawl id, and, for the index-driven source,
+    the index query's and fetches' runs, which the accounting counts first.
+
+    A refresh hands `crawl` in; otherwise the source names it. With `cc-index`, Common Crawl's
+    columnar index picks the records and each batch of them is fetched by byte ranges into a local
+    WARC file, which the stages after read as any crawl file."""
+    work, logger = stages.work_dir, get_run_logger()
+    if crawl is None and cfg.source.kind == "cc-index":
+        query = stages.result(stages.submit(index_query_task, cfg.source, lists, cfg.urlfilter.soft_word_threshold,
+                                            work))
+        files = stages.map(range_fetch_task.with_options(**reading), batch_manifests(query),
+                           work_dir=unmapped(work), source=unmapped(cfg.source))
+        logger.info("crawl %s: %d index rows pass, in %d batches", query.stats["crawl"], query.stats["kept"],
+                    len(files))
+        return None, files, [query.stats["crawl"]] * len(files), {"cc-index": [query], "cc-fetch": files}
+    if crawl is None and cfg.source.kind == "synthetic":
+        crawl = stages.result(stages.submit(synthetic_crawl_task, work, cfg.crawl))
+    elif crawl is None:
+        crawl = stages.result(stages.submit(source_task, cfg.source))
+    files = per_file(crawl)
+    logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
+    return crawl, files, [f.stats["crawl"] for f in files], {}
 
 
 def dedup(stages: StageRuns, config: PipelineConfig, docs: list,
@@ -166,31 +203,8 @@ def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None
     cfg = config.data
     stages = StageRuns(work, config.results)
     reading = stage_retry_options(cfg.source)  # the stages that read crawl files retry network failures
-    fetched: dict[str, str] = {}
-    for url in remote_blocklists(cfg.urlfilter):  # blocklists named by URL: downloaded once, cached
-        got = stages.result(stages.submit(blocklist_fetch_task.with_options(**reading), url, work, cfg.source))
-        fetched |= copy_of(got.located(work))
-    lists = load_url_lists(cfg.urlfilter, fetched)
-    per_source: dict[str, list] = {}  # for the accounting: what the index query and fetch removed
-    if crawl is None and cfg.source.kind == "cc-index":
-        # Common Crawl's columnar index picks the records; each batch of them is fetched by byte
-        # ranges into a local WARC file, which the stages below read as any crawl file.
-        query = stages.result(stages.submit(index_query_task, cfg.source, lists, cfg.urlfilter.soft_word_threshold,
-                                            work))
-        files = stages.map(range_fetch_task.with_options(**reading), batch_manifests(query),
-                           work_dir=unmapped(work), source=unmapped(cfg.source))
-        crawls = [query.stats["crawl"]] * len(files)
-        per_source = {"cc-index": [query], "cc-fetch": files}
-        logger.info("crawl %s: %d index rows pass, in %d batches", query.stats["crawl"], query.stats["kept"],
-                    len(files))
-    else:
-        if crawl is None and cfg.source.kind == "synthetic":
-            crawl = stages.result(stages.submit(synthetic_crawl_task, work, cfg.crawl))
-        elif crawl is None:
-            crawl = stages.result(stages.submit(source_task, cfg.source))
-        files = per_file(crawl)
-        crawls = [f.stats["crawl"] for f in files]
-        logger.info("crawl %s: %d WARC files", crawl.stats["crawl"], len(files))
+    lists = url_lists(stages, cfg, reading)
+    crawl, files, crawls, per_source = crawl_files(stages, cfg, crawl, lists, reading)
 
     urls = stages.map(url_filter_task.with_options(**reading), files, work_dir=unmapped(work),
                       config=unmapped(cfg.urlfilter), lists=unmapped(lists), source=unmapped(cfg.source),
@@ -207,7 +221,7 @@ def data_stages(config: PipelineConfig, work: str, crawl: Manifest | None = None
     if cfg.line_dedup.enabled:  # the last stage in per_stage holds the final documents
         docs = per_stage["line_dedup"] = line_dedup(stages, config, docs)
     if crawl is None:  # the index-driven source: the crawl is the fetched files
-        crawl = fetched_crawl(query, [stages.result(f) for f in files])
+        crawl = fetched_crawl(per_source["cc-index"][0], [stages.result(f) for f in files])
     accounting = stages.submit(accounting_task, per_stage, crawl, work)
     stages.wait()
 
