@@ -43,15 +43,16 @@ DATASET_IS_FOR_TRAIN = ("train.dataset is for the train deployment (docs/refresh
                         "pretrains on the shards it builds")
 
 
-def gpu_slot(config: PipelineConfig):
-    """Hold the "gpu" concurrency slot when training on CUDA; nothing on CPU."""
+def gpu_slot(config: PipelineConfig, occupy: int = 1):
+    """Hold `occupy` slots of the "gpu" concurrency limit (one per training at once) when training on
+    CUDA; nothing on CPU."""
     import torch
 
     if config.train.pretrain.device == "cpu" or not torch.cuda.is_available():
         return contextlib.nullcontext()
     from prefect.concurrency.sync import concurrency
 
-    return concurrency("gpu", occupy=1, strict=False)
+    return concurrency("gpu", occupy=occupy, strict=False)
 
 
 @flow(name="train")

@@ -19,7 +19,7 @@ FLOORS = {
     "tasks.data": 1, "tasks.tokenizer": 1,
     "tasks.chat": 2, "tasks.export": 2,
     "tasks.train": 3,
-    "tasks.eval": 4,
+    "tasks.eval": 4, "tasks.ablation": 4,
     "flows": 5,
     "deployments": 6,
     "cli": 7,

@@ -65,7 +65,9 @@ class PretrainConfig(StageConfig):
     eval_tokens: int = Field(16_384, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
-    seed: int = 42
+    seed: int = Field(42, description="The weights' initialisation (and the samples')")
+    data_seed: int | None = Field(None, description="Shuffle the training rows each epoch from this seed; None: "
+                                                    "in shard order. Ablations vary it apart from `seed`")
     device: str = "auto"
     precision: Precision = Field("auto", description="Autocast dtype; auto: bfloat16 on GPUs with it, else float32")
     compile: Switch = Field("auto", description="torch.compile; auto: on CUDA only (on the CPU it costs time)")
@@ -183,7 +185,7 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     enc = load_tokenizer(tokenizer_path)
     byte_lengths = token_byte_lengths(enc)
     loader = TokenLoader(train_paths, config.device_batch_size, config.sequence_len, rank=rank, world_size=world,
-                         bos_aligned=config.bos_aligned)
+                         bos_aligned=config.bos_aligned, shuffle_seed=config.data_seed)
     val_tokens = load_tokens(val_paths)
 
     gpt_config = model_config(config, enc.n_vocab)

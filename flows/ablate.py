@@ -1,0 +1,176 @@
+"""The ablation flow: which data recipe makes the better model?
+
+For every variant of the data (and the two controls): the data stages, the variant's documents with
+any copy of a reference document removed, token shards with the one shared tokenizer, the same model
+trained for the same number of tokens once per seed, and each model scored on the shared reference
+set; then the report with a verdict per variant (tasks/ablation/). Every stage is cached, so stages a
+variant shares with the base run once, and adding a variant to an ablation trains only that variant.
+A variant that fails is reported as failed; the others finish.
+
+    crawl2chat ablate configs/ablations/filters.yaml [--work-dir W]
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.ablation_plan import AblationConfig, Variant, plan
+from flows.common import StageFailed, StageRuns, owned_work_dir, stage_error
+from flows.data import run_data_stages
+from flows.train import gpu_slot
+from tasks.ablation.controls import word_salad_task
+from tasks.ablation.leakage import decontaminate_task
+from tasks.ablation.reference import reference_set_task
+from tasks.ablation.report import BASE, POSITIVE, REPORT_FILE, RESULTS_FILE, ablation_report_task
+from tasks.ablation.score import reference_score_task
+from tasks.ablation.shards import ablation_shards_task
+from tasks.core.datasource import files_fingerprint
+from tasks.core.store import Manifest, atomic_path
+from tasks.eval.report import embedded_card
+from tasks.tokenizer.bpe import train_tokenizer_task
+from tasks.train.pretrain import PretrainConfig, pretrain_task
+
+ABLATIONS_DIR = "ablations"
+
+
+def trainings_at_once(ablation: AblationConfig, pretrain: PretrainConfig) -> int:
+    """One training per GPU, or what the ablation says; one on a CPU, whose cores one training uses
+    already (two seeds side by side on 2 cores took as long as one after the other)."""
+    import torch
+
+    if ablation.parallel:
+        return ablation.parallel
+    on_gpu = pretrain.device != "cpu" and torch.cuda.is_available()
+    return torch.cuda.device_count() if on_gpu else 1
+
+
+def seed_config(variant: Variant, pretrain: PretrainConfig, seed: int, at_once: int) -> PretrainConfig:
+    """The ablation's one model and budget, for one seed of one variant: its weights from seed, its
+    data order from seed (or, for the null control, another). No epoch limit: every variant trains
+    on the same number of tokens whatever its size, and the report states the passes that takes."""
+    update = {"seed": pretrain.seed + seed, "data_seed": variant.data_seed_offset + seed, "max_epochs": None}
+    if at_once > 1 and pretrain.device in ("auto", "cuda"):  # side by side on a machine's GPUs, one each
+        update["device"] = f"cuda:{seed % at_once}"
+    return PretrainConfig.model_validate({**pretrain.model_dump(), **update})
+
+
+def variant_documents(variants: list[Variant], work: str) -> tuple[dict[str, list[Manifest]], dict[str, str]]:
+    """The documents of each variant's data stages, run once per distinct data config (the controls
+    share the base's); a data config that fails fails its variants alone."""
+    docs, failed, by_data = {}, {}, {}
+    for v in variants:
+        by_data.setdefault(v.config.data.model_dump_json(), []).append(v)
+    for group in by_data.values():
+        try:
+            result = run_data_stages(group[0].config, work)
+            docs |= {v.name: result.docs for v in group}
+        except Exception as err:  # noqa: BLE001 - reported as this variant's failure; the others go on
+            failed |= {v.name: stage_error("data", err) for v in group}
+    return docs, failed
+
+
+@flow(name="ablate")
+def ablate_flow(ablation: AblationConfig) -> str:
+    """Train and score every variant (and control) of the ablation; write <work>/ablations/<name>/
+    and return its report's path."""
+    at_once = trainings_at_once(ablation, plan(ablation)[0].config.train.pretrain)
+    runner = ThreadPoolTaskRunner(max_workers=at_once)
+    return ablate_stages.with_options(task_runner=runner)(ablation, at_once)
+
+
+@flow(name="ablate-stages")
+def ablate_stages(ablation: AblationConfig, at_once: int) -> str:
+    """The ablation's stages, `at_once` trainings side by side (the flow's task runner's threads)."""
+    logger = get_run_logger()
+    variants = plan(ablation)
+    base = variants[0].config
+    pretrain = base.train.pretrain
+    with owned_work_dir(base) as work, gpu_slot(base, at_once):
+        shared = StageRuns(work, base.results)
+        crawl = base.data.crawl
+        reference = shared.submit(reference_set_task, work, ablation.reference, crawl.world(), crawl.focus,
+                                  files_fingerprint([ablation.reference.dataset]))
+        docs, failed = variant_documents(variants, work)
+        if BASE in failed:
+            raise StageFailed(f"the base variant failed, so nothing can be compared: {failed[BASE]}")
+        clean = {BASE: shared.submit(decontaminate_task, docs[BASE], reference, work, ablation.leakage, label=BASE)}
+        corpus = [clean[BASE]] if ablation.tokenizer_from == "base" else [reference]
+        tokenizer = shared.submit(train_tokenizer_task, corpus, work, base.tokenizer.bpe)
+        shared.wait()  # what every variant needs: a failure here is the ablation's
+
+        runs, submitted = {}, {}
+        for v in variants:
+            stages = runs[v.name] = StageRuns(work, base.results)
+            if v.name not in docs:
+                continue
+            if v.role == POSITIVE:
+                data = stages.submit(word_salad_task, clean[BASE], work, ablation.controls.positive_control)
+            elif v.config.data == base.data:
+                data = clean[BASE]
+            else:
+                data = stages.submit(decontaminate_task, docs[v.name], reference, work, ablation.leakage,
+                                     label=v.name)
+            shards = stages.submit(ablation_shards_task, [data], reference, tokenizer, work, ablation.shards,
+                                   label=v.name)
+            models = [stages.submit(pretrain_task, shards, tokenizer, work,
+                                    seed_config(v, pretrain, seed, at_once), label=f"{v.name}/seed{seed}")
+                      for seed in range(ablation.seeds)]
+            scores = [stages.submit(reference_score_task, model, tokenizer, shards, work,
+                                    seed_config(v, pretrain, seed, at_once).device, label=f"{v.name}/seed{seed}")
+                      for seed, model in enumerate(models)]
+            leaks = clean[BASE] if v.role == POSITIVE else data
+            submitted[v.name] = {"role": v.role, "overrides": list(v.overrides), "seeds": list(range(ablation.seeds)),
+                                 "data": leaks, "control": data if v.role == POSITIVE else None,
+                                 "shards": shards, "models": models, "scores": scores}
+        finished = {}
+        for name, futures in submitted.items():
+            try:
+                runs[name].wait()
+            except StageFailed as err:  # this variant's failure; the others are reported
+                failed[name] = str(err)
+                continue
+            finished[name] = resolved(futures)
+        for name in failed:
+            logger.warning("ablation %s: variant %s failed: %s", ablation.name, name, failed[name])
+        if BASE not in finished:
+            raise StageFailed(f"the base variant failed, so nothing can be compared: {failed[BASE]}")
+        closing = StageRuns(work, base.results)
+        report = closing.submit(ablation_report_task, ablation.name, finished, failed, work, ablation.verdict)
+        closing.wait()
+        path = publish_ablation(report.result().located(work), work, ablation.name)
+        logger.info("ablation %s: %s; report: %s", ablation.name, report.result().stats["verdicts"], path)
+        return str(path)
+
+
+def resolved(futures: dict) -> dict:
+    """A variant's record with every future replaced by its result."""
+    def value(x):
+        if isinstance(x, list):
+            return [value(v) for v in x]
+        return x.result() if hasattr(x, "result") and hasattr(x, "task_run_id") else x
+
+    return {k: value(v) for k, v in futures.items()}
+
+
+def publish_ablation(report: Manifest, work: str, name: str) -> Path:
+    """The report's files copied to <work>/ablations/<name>/, where users look; the report (its plot
+    inlined) and the verdicts as artifacts of this flow run."""
+    out = Path(work) / ABLATIONS_DIR / name
+    for entry in report.files:
+        with atomic_path(out / Path(entry.path).name) as tmp:
+            shutil.copyfile(entry.path, tmp)
+    path = out / REPORT_FILE
+    key = "ablation-" + name.lower().replace("_", "-").replace(".", "-")
+    create_markdown_artifact(embedded_card(path), key=key, description=f"Ablation {name} (files in {out})")
+    rows = json.loads((out / RESULTS_FILE).read_text())["rows"]
+    create_table_artifact([{"variant": r["variant"], "role": r["role"], "bpb_mean": r["bpb_mean"],
+                            "difference": r.get("comparison", {}).get("difference"),
+                            "verdict": r.get("comparison", {}).get("verdict"), "passes": r["passes"]} for r in rows],
+                          key=key + "-verdicts", description=f"Ablation {name}: every variant against the base")
+    return path
