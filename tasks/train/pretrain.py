@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Literal
@@ -86,6 +87,12 @@ class PretrainConfig(StageConfig):
     sample_tokens: int = Field(32, ge=1)
     tensorboard: bool = Field(False, description="Also write TensorBoard events to <run dir>/tensorboard")
 
+
+# torch's default generator is one per process. Two trainings in threads of one process (an
+# ablation's seeds, side by side on a machine's GPUs) would interleave their draws from it, and
+# a model's initial weights would depend on timing; seeding and drawing under this lock keeps
+# each a function of its own seed.
+_GLOBAL_RNG = threading.Lock()
 
 # Dense bf16 peak FLOP/s of the GPUs MFU is usually quoted on (vendor data sheets).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12}
@@ -177,7 +184,6 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo")
-    torch.manual_seed(config.seed)
     device = ckpt.pick_device(config.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -189,7 +195,9 @@ def train(config: PretrainConfig, tokenizer_path: str, train_paths: list[str], v
     val_tokens = load_tokens(val_paths)
 
     gpt_config = model_config(config, enc.n_vocab)
-    model = GPT(gpt_config).to(device)
+    with _GLOBAL_RNG:  # seeded and drawn from as one step: see _GLOBAL_RNG
+        torch.manual_seed(config.seed)
+        model = GPT(gpt_config).to(device)
     rows_per_micro_step = config.device_batch_size * config.sequence_len * world
     budget, epochs = training_budget(config, model.num_params(), len(loader.rows), world)
     steps, micro_steps = budget.steps, budget.micro_steps

@@ -213,3 +213,28 @@ def test_two_processes_match_one_at_the_same_global_batch(token_shards, tokenize
     two_curve = [loss for _, loss in ddp["history"]["train_loss"]]
     assert two_curve == pytest.approx(one_curve, rel=1e-4)
     assert ddp["val_bpb"] == pytest.approx(single["val_bpb"], rel=1e-4)
+
+
+def test_trainings_side_by_side_in_threads_start_from_their_own_seeds(token_shards, tokenizer_path, tmp_path):
+    """An ablation trains seeds in threads of one process: each model's initial weights (torch's one
+    process-wide generator) must not depend on what the other thread draws meanwhile."""
+    import threading
+
+    train, val = token_shards
+    configs = [pretrain.PretrainConfig(steps=2, seed=seed, data_seed=seed, **{**MICRO, "eval_every": 2,
+                                                                              "checkpoint_every": 2})
+               for seed in range(4)]
+    alone = [pretrain.train(c, tokenizer_path, train, val, tmp_path / f"alone{i}")["history"]["train_loss"]
+             for i, c in enumerate(configs)]
+    together: dict[int, list] = {}
+
+    def run(i):
+        together[i] = pretrain.train(configs[i], tokenizer_path, train, val, tmp_path / f"thread{i}")["history"][
+            "train_loss"]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(configs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [together[i] for i in range(len(configs))] == alone
