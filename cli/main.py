@@ -1,4 +1,4 @@
-"""`crawl2chat run | refresh | sweep | chat | serve-model | export | serve | setup | sample-crawl | report`."""
+"""`crawl2chat run | refresh | sweep | ablate | chat | serve-model | export | serve | setup | sample-crawl | report`."""
 
 from __future__ import annotations
 
@@ -143,6 +143,47 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    """An ablation (docs/ablations.md): variants of the data, each trained on one model and budget and
+    scored on one reference set; prints every variant's verdict and the report's path. Exits 1 when
+    a control fails, since then no verdict is given."""
+    import json
+
+    from flows.ablation_plan import load_ablation
+    from flows.config import ConfigError
+
+    try:
+        ablation = load_ablation(args.file, args.work_dir)
+    except ConfigError as err:
+        sys.exit(f"crawl2chat: config error: {err}")
+    from flows.ablate import ablate_flow
+    from flows.common import MachineUnfit, StageFailed, tally_stage_runs
+    from tasks.core.lease import WorkDirBusy
+
+    for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
+        handler.addFilter(_StageFailureWithoutTraceback())
+    try:
+        with tally_stage_runs() as runs:
+            report = Path(ablate_flow(ablation))
+    except (StageFailed, MachineUnfit, WorkDirBusy) as err:
+        sys.exit(f"crawl2chat: {err}")
+    states = [state for _, state in runs]
+    print(f"crawl2chat: {states.count('Completed')} stage runs executed, {states.count('Cached')} cached")
+    result = json.loads((report.parent / "ablation.json").read_text())
+    for row in result["rows"]:
+        comparison = row.get("comparison")
+        verdict = "the base" if comparison is None else f"{comparison['verdict']} ({comparison['difference']:+.4f})"
+        print(f"  {row['variant']:<20} {row['role']:<17} {row['bpb_mean']:.4f} bpb, {row['passes']:.1f} passes: "
+              f"{verdict}")
+    for name, why in result["failed"].items():
+        print(f"  {name:<20} failed: {why}")
+    print(f"crawl2chat: ablation report: {report}")
+    if result["controls"] and not result["controls_passed"]:
+        print("crawl2chat: a control failed, so the variants' verdicts are withheld (see the report)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_sample_crawl(args) -> int:
     from tasks.data.synthetic import CrawlConfig, generate_crawl
 
@@ -241,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     budget.add_argument("--tokens-per-param", type=float, help="training tokens per parameter of each depth")
     budget.add_argument("--tokens", type=whole_numbers, help="explicit token budgets, each trained at every depth")
     p.set_defaults(fn=cmd_sweep)
+    p = sub.add_parser("ablate", help="which data recipe makes the better model? variants of the data trained and "
+                                      "scored on one yardstick, with verdicts (docs/ablations.md)")
+    p.add_argument("file", help="the ablation, e.g. configs/ablations/filters.yaml")
+    p.add_argument("--work-dir", help="where every stage writes (default: the ablation's, else its preset's)")
+    p.set_defaults(fn=cmd_ablate)
     p = with_config(sub.add_parser("chat", help="talk to a trained model"))
     p.add_argument("--model", default="rlhf", help="base, sft or rlhf (from the work dir's models.json), "
                                                    "or a checkpoint directory")

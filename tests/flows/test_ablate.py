@@ -1,0 +1,146 @@
+"""The ablation flow on a micro crawl under Prefect's test harness.
+
+One ablation (base, the two controls, quality filters off) is run, then the same ablation with two
+more variants: dedup off, and one whose data stages fail. The first run must give both controls the
+reading they exist for; the second must train only the new variant and report the failed one beside
+the others. The reference set is a text file read through `datasets`: clean pages of the crawl's
+world plus copies of pages the crawl itself holds, which the leakage check must find and remove.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.ablate import ablate_flow
+from flows.ablation_plan import AblationConfig
+from flows.common import tally_stage_runs
+from tasks.ablation.reference import synthetic_reference
+from tasks.ablation.verdict import SAME, WORSE
+from tasks.data.synthetic import CrawlConfig, make_pages
+from tasks.tokenizer.shardfile import read_shard
+from tests.support.models import one_torch_thread
+from tests.support.pipeline import MICRO
+
+CRAWL = CrawlConfig(seed=1234, num_files=2, pages_per_file=60)
+COPIED_PAGES = 6  # good pages of the crawl's first file, copied into the reference set
+REFERENCE_PAGES = 40
+SEEDS = 2
+# Each model: depth 1 on 60 steps of 8 × 64 tokens; every variant trains on the same budget.
+PRETRAIN = ["train.pretrain.depth=1", "train.pretrain.steps=60", "train.pretrain.sequence_len=64",
+            "train.pretrain.device_batch_size=8", "train.pretrain.eval_every=20", "train.pretrain.eval_tokens=2048",
+            "train.pretrain.checkpoint_every=60", "train.pretrain.sample_prompts=[]", "train.pretrain.lr=0.01"]
+QUALITY_OFF = {"name": "quality-off", "set": ["data.quality.gopher_repetition=null",
+                                              "data.quality.gopher_quality=null", "data.quality.c4=null",
+                                              "data.quality.fineweb=null"]}
+DEDUP_OFF = {"name": "dedup-off", "set": ["data.dedup.exact=false", "data.dedup.minhash=false"]}
+NO_DOCUMENTS = {"name": "no-documents", "set": ["data.langid.languages=[zz]"]}
+
+
+def page_text(page_html: bytes) -> str:
+    """The title and paragraphs of a synthetic page, as extraction gives them."""
+    text = page_html.decode("utf-8")
+    parts = re.findall(r"<h1>(.*?)</h1>", text) + re.findall(r"<p>(.*?)</p>", text.split("<article>")[1])
+    return "\n".join(html.unescape(p) for p in parts)
+
+
+def reference_file(path: Path) -> list[str]:
+    """Clean pages of the crawl's world and copies of the crawl's own good pages, as jsonl."""
+    world = CRAWL.world()
+    good = [p for p in make_pages(CRAWL, 0, world.make()) if p.label == "good"][:COPIED_PAGES]
+    copies = [page_text(p.html) for p in good]
+    texts = copies + synthetic_reference(world, REFERENCE_PAGES - COPIED_PAGES, seed=99)
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return copies
+
+
+@pytest.fixture(scope="module")
+def ablations(prefect_harness, tmp_path_factory):
+    """The first ablation, then the same with two more variants: (ablation, stage runs, report) of each."""
+    root = tmp_path_factory.mktemp("ablate")
+    preset = root / "micro.yaml"
+    micro = {**MICRO, "data": {**MICRO["data"], "crawl": {"num_files": CRAWL.num_files,
+                                                         "pages_per_file": CRAWL.pages_per_file}}}
+    preset.write_text(yaml.safe_dump({**micro, "work_dir": str(root / "work")}))
+    copies = reference_file(root / "reference.jsonl")
+    spec = {"name": "micro", "preset": str(preset), "set": PRETRAIN, "seeds": SEEDS, "variants": [QUALITY_OFF],
+            "controls": {"null_control": True, "positive_control": {"fraction": 0.8}},
+            "reference": {"source": "dataset", "dataset": {"path": str(root / "reference.jsonl")}},
+            "shards": {"workers": 1}}
+    out = []
+    with one_torch_thread():
+        for variants in ([QUALITY_OFF], [QUALITY_OFF, DEDUP_OFF, NO_DOCUMENTS]):
+            ablation = AblationConfig.model_validate({**spec, "variants": variants})
+            with tally_stage_runs() as runs:
+                report = Path(ablate_flow(ablation))
+            out.append((ablation, runs, report, json.loads((report.parent / "ablation.json").read_text())))
+    return root / "work", copies, out
+
+
+def rows(result: dict) -> dict[str, dict]:
+    return {r["variant"]: r for r in result["rows"]}
+
+
+def test_both_controls_read_what_they_exist_for(ablations):
+    _, _, [(_, _, report, result), _] = ablations
+    by_name = rows(result)
+    assert by_name["null-control"]["comparison"]["verdict"] == SAME
+    assert by_name["positive-control"]["comparison"]["verdict"] == WORSE
+    assert result["controls_passed"]
+    text = report.read_text()
+    assert text.index("Controls passed") < text.index("| variant |")
+    assert [r["role"] for r in result["rows"]][:2] == ["null control", "positive control"]  # shown first
+    for row in result["rows"]:
+        assert len(row["bpb"]) == SEEDS and len(row["curves"]) == SEEDS
+        assert row["curves"][0]["tokens"][-1] == row["trained_tokens"]
+    assert (report.parent / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_variant_trains_the_same_budget_with_one_tokenizer_on_one_reference_set(ablations):
+    work, _, [(_, runs, _, result), _] = ablations
+    states = Counter(stage for stage, _ in runs)
+    assert states["train-tokenizer"] == 1 and states["reference-set"] == 1
+    assert states["pretrain"] == 4 * SEEDS  # base, two controls, quality-off
+    assert len({r["trained_tokens"] for r in result["rows"]}) == 1
+    # Every variant's `val` split is the reference set in the one tokenizer: the same bytes, and it
+    # is what each model is scored on; no variant has a split of its own documents to be ranked on.
+    vals = sorted(work.glob("ablation-shards/*/val-*.bin"))
+    # After both ablations: the base (its null control shares its shards), the salad, quality-off, dedup-off.
+    assert len(vals) == 4
+    assert len({p.read_bytes() for p in vals}) == 1
+    assert len(read_shard(vals[0])[1]) == REFERENCE_PAGES == result["reference_documents"]
+
+
+def test_copies_of_reference_documents_are_removed_before_training(ablations):
+    work, copies, [(_, _, _, result), _] = ablations
+    removed = {name: r["reference_copies_removed"] for name, r in rows(result).items()}
+    assert 0 < removed["base"] <= COPIED_PAGES
+    assert removed["quality-off"] >= removed["base"]
+    import pyarrow.parquet as pq
+
+    for leaks in work.glob("decontaminate/*/leaks.parquet"):
+        found = pq.read_table(leaks).to_pylist()
+        # Only the copies are found: their reference ids are the first rows of the reference file.
+        assert all(int(leak["reference_id"].split("-")[1]) < COPIED_PAGES for leak in found)
+    for docs in work.glob("decontaminate/*/docs-*.parquet"):
+        kept = set(pq.read_table(docs, columns=["text"]).column("text").to_pylist())
+        assert not kept & set(copies)
+
+
+def test_adding_a_variant_trains_only_that_variant_and_a_failed_one_fails_alone(ablations):
+    _, _, [_, (_, runs, report, result)] = ablations
+    executed = Counter(stage for stage, state in runs if state == "Completed")
+    assert executed["pretrain"] == SEEDS and executed["reference-score"] == SEEDS  # dedup-off's seeds
+    assert executed["ablation-shards"] == 1 and executed["decontaminate"] == 1
+    for shared in ("reference-set", "train-tokenizer", "word-salad", "url-filter", "extract"):
+        assert executed[shared] == 0, shared
+    assert executed["ablation-report"] == 1
+    assert set(rows(result)) == {"base", "null-control", "positive-control", "quality-off", "dedup-off"}
+    assert "produced no documents" in result["failed"]["no-documents"]
+    assert "no-documents" in report.read_text().split("## Failed variants")[1]
