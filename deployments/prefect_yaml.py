@@ -69,16 +69,21 @@ def deployment_entries(preset: str = "tiny") -> list[dict]:
 def prefect_yaml(preset: str = "tiny") -> str:
     entries = deployment_entries(preset)
     shared = entries[0]["parameters"]
-    if any(entry["parameters"] != shared for entry in entries):
-        raise ValueError("prefect.yaml writes one config for every deployment, but serve.py's differ")
+    pipeline_entries = [entry for entry in entries if "config" in entry["parameters"]]
+    if any(entry["parameters"] != shared for entry in pipeline_entries):
+        raise ValueError("prefect.yaml writes one config for every pipeline deployment, but serve.py's differ")
     # One object for every use, so the YAML writes it once (an anchor) and refers to it (aliases).
     config = {**shared["config"], "work_dir": WORK_DIR}
     job_env = dict(HEARTBEAT_ENV)
     pool = {"name": PROCESS_POOL, "job_variables": {"env": job_env}}
     gpu_pool = {"name": PROCESS_POOL, "job_variables": {"env": job_env, **GPU_JOB_VARIABLES}}
     for entry in entries:
-        entry["parameters"] = {"config": config}
-        entry["work_pool"] = gpu_pool if entry["name"] == "train" else pool
+        if "config" in entry["parameters"]:
+            entry["parameters"] = {"config": config}
+        else:  # the ablation's own parameter, written where its runs write: the same work dir
+            ablation = entry["parameters"]["ablation"]
+            entry["parameters"] = {"ablation": {**ablation, "work_dir": WORK_DIR, "preset": preset}}
+        entry["work_pool"] = gpu_pool if entry["name"] in ("train", "ablate") else pool
     document = {"name": "crawl2chat", "prefect-version": "3.9.1",
                 "definitions": {"config": config, "job_env": job_env, "work_pool": pool, "gpu_work_pool": gpu_pool},
                 "deployments": entries}

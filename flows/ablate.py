@@ -79,14 +79,21 @@ def variant_documents(variants: list[Variant], work: str) -> tuple[dict[str, lis
 def ablate_flow(ablation: AblationConfig) -> str:
     """Train and score every variant (and control) of the ablation; write <work>/ablations/<name>/
     and return its report's path."""
-    at_once = trainings_at_once(ablation, plan(ablation)[0].config.train.pretrain)
+    base = plan(ablation)[0].config
+    at_once = trainings_at_once(ablation, base.train.pretrain)
     runner = ThreadPoolTaskRunner(max_workers=at_once)
-    return ablate_stages.with_options(task_runner=runner)(ablation, at_once)
+    with owned_work_dir(base) as work:
+        report = ablate_stages.with_options(task_runner=runner)(ablation, at_once)
+        # On this run, the one a user opens in the UI (an artifact belongs to the run that creates it).
+        path = publish_ablation(report.located(work), work, ablation.name)
+    get_run_logger().info("ablation %s: %s; report: %s", ablation.name, report.stats["verdicts"], path)
+    return str(path)
 
 
 @flow(name="ablate-stages")
-def ablate_stages(ablation: AblationConfig, at_once: int) -> str:
-    """The ablation's stages, `at_once` trainings side by side (the flow's task runner's threads)."""
+def ablate_stages(ablation: AblationConfig, at_once: int) -> Manifest:
+    """The ablation's stages, `at_once` trainings side by side (the flow's task runner's threads);
+    returns the report's manifest."""
     logger = get_run_logger()
     variants = plan(ablation)
     base = variants[0].config
@@ -143,9 +150,7 @@ def ablate_stages(ablation: AblationConfig, at_once: int) -> str:
         closing = StageRuns(work, base.results)
         report = closing.submit(ablation_report_task, ablation.name, finished, failed, work, ablation.verdict)
         closing.wait()
-        path = publish_ablation(report.result().located(work), work, ablation.name)
-        logger.info("ablation %s: %s; report: %s", ablation.name, report.result().stats["verdicts"], path)
-        return str(path)
+        return report.result()
 
 
 def resolved(futures: dict) -> dict:

@@ -65,9 +65,13 @@ def test_deployments_cover_pipeline_refresh_and_each_stage_group():
     from deployments.serve import REFRESH_CRON, deployments
 
     deps = {d.name: d for d in deployments("tiny")}
-    assert set(deps) == {"full-pipeline", "data-refresh", "data", "tokenizer", "train", "evaluate"}
+    assert set(deps) == {"full-pipeline", "data-refresh", "data", "tokenizer", "train", "evaluate", "ablate"}
     assert deps["data-refresh"].schedules[0].schedule.cron == REFRESH_CRON
     assert deps["full-pipeline"].parameters["config"]["data"]["crawl"]["num_files"] == 8
+    # The ablation's form: the served preset's base against both controls, to which variants are added.
+    ablation = deps["ablate"].parameters["ablation"]
+    assert (ablation["preset"], ablation["variants"]) == ("tiny", [])
+    assert ablation["controls"]["null_control"] and ablation["controls"]["positive_control"]["enabled"]
 
 
 def test_run_where_nothing_survives_ends_with_one_line_naming_the_stage(harness_env, tmp_path):
@@ -148,6 +152,7 @@ def test_served_deployments_write_to_an_absolute_work_dir_and_an_empty_one_is_re
 
     monkeypatch.chdir(tmp_path)
     for d in deployments("tiny", work_dir="runs/a"):
-        assert d.parameters["config"]["work_dir"] == str(tmp_path / "runs" / "a")
+        config = d.parameters.get("config") or d.parameters["ablation"]
+        assert config["work_dir"] == str(tmp_path / "runs" / "a")
     with pytest.raises(ConfigError, match="work_dir is empty"):
         load_config("tiny", {"work_dir": ""})

@@ -58,6 +58,19 @@ def tiny_config(work_dir: str) -> dict:
     return {**load_config("tiny").model_dump(mode="json"), "work_dir": work_dir}
 
 
+def parameters(name: str, work_dir: str) -> dict:
+    """A deployment's run form: the tiny preset, or for the ablation, the tiny preset's base against its
+    two controls."""
+    if name != "ablate":
+        return {"config": tiny_config(work_dir)}
+    from flows.ablation_plan import AblationConfig
+
+    return {"ablation": AblationConfig(name="calibration", preset="tiny", work_dir=work_dir).model_dump(mode="json")}
+
+
+GPU_DEPLOYMENTS = {"train", "ablate"}  # the deployments whose runs train models
+
+
 # --- the files -----------------------------------------------------------------------------------
 
 def test_prefect_yaml_is_the_generated_one():
@@ -71,7 +84,7 @@ def test_each_pool_template_is_the_generated_one(kind):
         f"deployments/templates/{kind}-pool.json is out of date: regenerate it with `{REGENERATE[kind]}`"
 
 
-def test_prefects_deploy_loader_reads_the_six_served_deployments_each_with_the_full_tiny_config(served):
+def test_prefects_deploy_loader_reads_every_served_deployment_with_its_full_tiny_config(served):
     from prefect.cli.deploy._config import _load_deploy_configs_and_actions
     from rich.console import Console
 
@@ -83,9 +96,9 @@ def test_prefects_deploy_loader_reads_the_six_served_deployments_each_with_the_f
         d = served[config["name"]]
         assert config["entrypoint"] == d.entrypoint
         assert config["tags"] == d.tags
-        assert config["parameters"] == {"config": tiny_config(WORK_DIR)}
+        assert config["parameters"] == parameters(d.name, WORK_DIR)
         assert config["work_pool"]["name"] == PROCESS_POOL
-        gpu = GPU_JOB_VARIABLES if d.name == "train" else {}
+        gpu = GPU_JOB_VARIABLES if d.name in GPU_DEPLOYMENTS else {}
         assert config["work_pool"]["job_variables"] == {"env": HEARTBEAT_ENV, **gpu}
         crons = [s.schedule.cron for s in d.schedules]
         assert [s["cron"] for s in config.get("schedules") or []] == crons
@@ -155,7 +168,7 @@ def api(server, method: str, path: str, **kwargs) -> httpx.Response:
     return httpx.request(method, f"{server.api_url}{path}", timeout=10, **kwargs)
 
 
-def test_prefect_deploy_all_creates_the_six_deployments_on_the_process_pool(server, deployed, served):
+def test_prefect_deploy_all_creates_every_deployment_on_the_process_pool(server, deployed, served):
     work, _ = deployed
     found = {d["name"]: d for d in api(server, "POST", "/deployments/filter", json={}).json()}
     assert set(found) == set(served)
@@ -164,8 +177,8 @@ def test_prefect_deploy_all_creates_the_six_deployments_on_the_process_pool(serv
         flow = api(server, "GET", f"/flows/{deployment['flow_id']}").json()
         assert (flow["name"], deployment["entrypoint"]) == (d.flow_name, d.entrypoint)
         assert deployment["work_pool_name"] == PROCESS_POOL and deployment["tags"] == d.tags
-        assert deployment["parameters"] == {"config": tiny_config(str(work))}, "the run form is the tiny preset"
-        gpu = GPU_JOB_VARIABLES if name == "train" else {}
+        assert deployment["parameters"] == parameters(name, str(work)), "the run form is the tiny preset's"
+        gpu = GPU_JOB_VARIABLES if name in GPU_DEPLOYMENTS else {}
         assert deployment["job_variables"] == {"env": HEARTBEAT_ENV, **gpu}
         assert deployment["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
         assert not deployment["paused"]

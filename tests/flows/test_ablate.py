@@ -26,20 +26,15 @@ from tasks.ablation.verdict import SAME, WORSE
 from tasks.data.synthetic import CrawlConfig, make_pages
 from tasks.tokenizer.shardfile import read_shard
 from tests.support.models import one_torch_thread
-from tests.support.pipeline import MICRO
+from tests.support.pipeline import DEDUP_OFF, MICRO, MICRO_ABLATION_SET
 
 CRAWL = CrawlConfig(seed=1234, num_files=2, pages_per_file=60)
 COPIED_PAGES = 6  # good pages of the crawl's first file, copied into the reference set
 REFERENCE_PAGES = 40
 SEEDS = 2
-# Each model: depth 1 on 60 steps of 8 × 64 tokens; every variant trains on the same budget.
-PRETRAIN = ["train.pretrain.depth=1", "train.pretrain.steps=60", "train.pretrain.sequence_len=64",
-            "train.pretrain.device_batch_size=8", "train.pretrain.eval_every=20", "train.pretrain.eval_tokens=2048",
-            "train.pretrain.checkpoint_every=60", "train.pretrain.sample_prompts=[]", "train.pretrain.lr=0.01"]
 QUALITY_OFF = {"name": "quality-off", "set": ["data.quality.gopher_repetition=null",
                                               "data.quality.gopher_quality=null", "data.quality.c4=null",
                                               "data.quality.fineweb=null"]}
-DEDUP_OFF = {"name": "dedup-off", "set": ["data.dedup.exact=false", "data.dedup.minhash=false"]}
 NO_DOCUMENTS = {"name": "no-documents", "set": ["data.langid.languages=[zz]"]}
 
 
@@ -69,7 +64,7 @@ def ablations(prefect_harness, tmp_path_factory):
                                                          "pages_per_file": CRAWL.pages_per_file}}}
     preset.write_text(yaml.safe_dump({**micro, "work_dir": str(root / "work")}))
     copies = reference_file(root / "reference.jsonl")
-    spec = {"name": "micro", "preset": str(preset), "set": PRETRAIN, "seeds": SEEDS, "variants": [QUALITY_OFF],
+    spec = {"name": "micro", "preset": str(preset), "set": MICRO_ABLATION_SET, "seeds": SEEDS, "variants": [QUALITY_OFF],
             "controls": {"null_control": True, "positive_control": {"fraction": 0.8}},
             "reference": {"source": "dataset", "dataset": {"path": str(root / "reference.jsonl")}},
             "shards": {"workers": 1}}

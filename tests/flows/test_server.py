@@ -23,6 +23,7 @@ Linux only (processes are found through /proc). The whole module takes about two
 from __future__ import annotations
 
 import datetime as dt
+import json
 import glob
 import os
 import re
@@ -45,7 +46,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fi
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = {"crawl2chat/full-pipeline", "data-refresh/data-refresh", "data/data", "tokenizer/tokenizer",
-               "train/train", "evaluate/evaluate"}
+               "train/train", "evaluate/evaluate", "ablate/ablate"}
 SERVE_STARTUP_S = 90
 RUN_S = 240  # one pipeline run on the micro config takes ~15 s on two idle cores
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -443,3 +444,30 @@ def test_a_refresh_run_given_one_field_keeps_the_deployments_config_and_takes_in
     assert DATA_STAGES - {"synthetic-crawl"} <= executed(ran[0])
     assert not executed(ran[1]) & DATA_STAGES and executed(ran[1]) == {"refresh-plan", "dataset-held"}
     assert not live.preset_work.exists()
+
+
+def test_the_ablate_deployment_runs_with_the_ablation_given_through_the_api(live):
+    """A user's ablation sent as the run's parameter (the UI's form does the same): it runs in the
+    served process, writes its report where it was told, and attaches it to the run it was started as."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.deployments import run_deployment
+
+    from tests.support.pipeline import DEDUP_OFF, MICRO_ABLATION_SET
+
+    work = live.tmp / "ablation"
+    ablation = {"name": "from-the-api", "preset": str(live.tmp / "micro.yaml"), "work_dir": str(work),
+                "set": MICRO_ABLATION_SET, "variants": [DEDUP_OFF], "seeds": 2,
+                "controls": {"positive_control": {"fraction": 0.8}}, "reference": {"pages": 30},
+                "shards": {"workers": 1}}
+    run = run_deployment("ablate/ablate", parameters={"ablation": ablation}, timeout=0)
+    run = wait_final(live, run.id)
+    assert run.state.is_completed(), f"{run.state.name}: {run.state.message}{live.logs()}"
+    result = json.loads((work / "ablations" / "from-the-api" / "ablation.json").read_text())
+    assert [r["variant"] for r in result["rows"]] == ["null-control", "positive-control", "base", "dedup-off"]
+    assert result["reference_documents"] == 30
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run.id).parameters["ablation"]["variants"] == [DEDUP_OFF]
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[run.id])))
+    assert {a.key for a in artifacts} >= {"ablation-from-the-api", "ablation-from-the-api-verdicts"}

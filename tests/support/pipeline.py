@@ -48,3 +48,11 @@ MICRO = {
 
 def micro_config(work_dir, **overrides) -> PipelineConfig:
     return PipelineConfig.model_validate(deep_merge({**MICRO, "work_dir": str(work_dir)}, overrides))
+
+
+# An ablation's one model and budget on the micro crawl: depth 1 on 60 steps of 8 × 64 tokens.
+MICRO_ABLATION_SET = ["train.pretrain.depth=1", "train.pretrain.steps=60", "train.pretrain.sequence_len=64",
+                      "train.pretrain.device_batch_size=8", "train.pretrain.eval_every=20",
+                      "train.pretrain.eval_tokens=2048", "train.pretrain.checkpoint_every=60",
+                      "train.pretrain.sample_prompts=[]", "train.pretrain.lr=0.01"]
+DEDUP_OFF = {"name": "dedup-off", "set": ["data.dedup.exact=false", "data.dedup.minhash=false"]}
