@@ -28,10 +28,15 @@ LEAK_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("reference_
 
 
 class LeakageConfig(StageConfig):
-    threshold: float = Field(0.7, gt=0, le=1, description="Estimated Jaccard similarity of word 5-grams from which "
+    threshold: float = Field(0.7, gt=0, le=1, description="Estimated Jaccard similarity of word n-grams from which "
                                                           "a training document is a near copy of a reference one")
-    minhash: DedupConfig = Field(default_factory=DedupConfig, description="Shingles, bands and rows of the MinHash "
-                                                                          "signatures (dedup's by default)")
+    # MinHash as dedup computes it (its defaults): FineWeb's 5-gram shingles, 14 bands of 8 hashes.
+    ngram: int = Field(5, ge=1, description="Words per shingle")
+    bands: int = Field(14, ge=1)
+    rows_per_band: int = Field(8, ge=1)
+
+    def minhash(self) -> DedupConfig:
+        return DedupConfig(ngram=self.ngram, bands=self.bands, rows_per_band=self.rows_per_band)
 
 
 class ReferenceIndex:
@@ -39,7 +44,7 @@ class ReferenceIndex:
 
     def __init__(self, rows: list[dict], config: LeakageConfig):
         self.ids = [r["id"] for r in rows]
-        self.config = config.minhash
+        self.config = config.minhash()
         self.exact, self.sigs = compute_signatures(rows, self.config)
         self.exact_of = {int(h): i for i, h in enumerate(self.exact.tolist())}
         rows_per_band = self.config.rows_per_band

@@ -75,14 +75,14 @@ def score_reference(checkpoint: Path, tokenizer_path: str, val_paths: list[str],
     model = ckpt.load_gpt(checkpoint, device)
     seq = model.config.sequence_len
     byte_lengths = token_byte_lengths(load_tokenizer(tokenizer_path))
-    rows, first_doc = [], 0
-    for path in val_paths:  # each shard a stream of its own, as the documents in it are whole
-        tokens, doc_starts = read_shard(path)
-        nats, nbytes = document_losses(model, np.asarray(tokens), doc_starts.astype(np.int64), byte_lengths, seq,
-                                       batch, device)
-        rows += [{"document": first_doc + i, "nats": float(a), "bytes": int(b)} for i, (a, b) in
-                 enumerate(zip(nats.tolist(), nbytes.tolist()))]
-        first_doc += len(doc_starts)
+    # The shards as one stream: documents are whole within a shard, so a shard's end is a document's.
+    shards = [read_shard(path) for path in val_paths]
+    offsets = np.cumsum([0] + [len(tokens) for tokens, _ in shards[:-1]])
+    tokens = np.concatenate([np.asarray(t) for t, _ in shards])
+    doc_starts = np.concatenate([starts.astype(np.int64) + off for (_, starts), off in zip(shards, offsets)])
+    nats, nbytes = document_losses(model, tokens, doc_starts, byte_lengths, seq, batch, device)
+    rows = [{"document": i, "nats": float(a), "bytes": int(b)} for i, (a, b) in
+            enumerate(zip(nats.tolist(), nbytes.tolist()))]
     entry = write_table(out_dir / "scores.parquet", rows, SCHEMA)
     total_nats, total_bytes = sum(r["nats"] for r in rows), sum(r["bytes"] for r in rows)
     return Manifest(stage=STAGE, files=[entry],

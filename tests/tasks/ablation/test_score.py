@@ -146,3 +146,20 @@ def test_a_reference_split_shorter_than_one_window_fails_with_one_line(tokenizer
         score_reference(checkpoint, tokenizer_path, [str(tmp_path / "val-00000.bin")], tmp_path / "out", device="cpu")
     assert "\n" not in str(err.value)
     assert "fewer than one window of 65" in str(err.value)
+
+
+def test_a_reference_split_over_several_shards_is_scored_as_one_stream(tokenizer_path, tmp_path):
+    """A shard shorter than one window (the last of a large reference set, say) is scored with the
+    others, and every document gets the nats it would get in one shard."""
+    one, split = tmp_path / "one", tmp_path / "split"
+    one.mkdir(), split.mkdir()
+    write_reference_shard(split / "val-00000.bin", REFERENCE[:-1], tokenizer_path)
+    write_reference_shard(split / "val-00001.bin", ["Short."], tokenizer_path)
+    write_reference_shard(one / "val-00000.bin", REFERENCE[:-1] + ["Short."], tokenizer_path)
+    checkpoint = tiny_checkpoint(tmp_path / "model", load_tokenizer(tokenizer_path).n_vocab)
+    whole = score_reference(checkpoint, tokenizer_path, [str(one / "val-00000.bin")], one / "out", device="cpu")
+    parts = score_reference(checkpoint, tokenizer_path, [str(split / f"val-0000{i}.bin") for i in range(2)],
+                            split / "out", device="cpu")
+    got, expected = (pq.read_table(m.files[0].path) for m in (parts, whole))
+    assert got.column("bytes").to_pylist() == expected.column("bytes").to_pylist()
+    assert got.column("nats").to_pylist() == pytest.approx(expected.column("nats").to_pylist(), rel=1e-5)
