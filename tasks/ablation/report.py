@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from tasks.ablation.verdict import MANY_PASSES, SAME, WORSE, Seeds, VerdictConfig, compare, pooled_seed_sd, regime
+from tasks.ablation.verdict import (MANY_PASSES, SAME, WORSE, Seeds, VerdictConfig, compare, paired_differences,
+                                   pooled_sd, regime)
 from tasks.core.caching import output_dir
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, file_entry, write_json, write_text
@@ -66,7 +67,7 @@ def analyse(variants: dict[str, dict], failed: dict[str, str], config: VerdictCo
     if BASE not in variants:
         raise ValueError(f"the base variant did not finish ({failed.get(BASE, 'not run')}): nothing to compare with")
     seeds = {name: seeds_of(runs["scores"]) for name, runs in variants.items()}
-    sd, dof = pooled_seed_sd(list(seeds.values()))
+    sd, dof = pooled_sd([paired_differences(seeds[name], seeds[BASE]) for name in seeds if name != BASE])
     rows = []
     for name, runs in variants.items():
         row = variant_row(name, runs, seeds[name])
@@ -110,9 +111,10 @@ def markdown(name: str, result: dict) -> str:
     lines += [f"Every model is scored on the same {result['reference_documents']} reference documents "
               f"({result['reference_bytes']:,} bytes) that no variant trained on, in bits per byte (lower is "
               f"better), with one shared tokenizer. Differences are variant − base with {pct}% intervals: over "
-              f"seeds (Student's t, run-to-run sd {result['seed_sd']:.4f} pooled over all variants, "
-              f"{result['seed_dof']} degrees of freedom) and over reference documents ({result['bootstrap']} "
-              f"bootstrap resamples). A verdict needs both intervals on one side of zero.", "",
+              f"seeds, paired (seed k of every variant starts from the same weights; Student's t, the paired "
+              f"differences' sd {result['seed_sd']:.4f} pooled over every comparison, {result['seed_dof']} degrees "
+              f"of freedom), and over reference documents ({result['bootstrap']} bootstrap resamples). A verdict "
+              f"needs both intervals on one side of zero.", "",
               "| variant | role | seeds | reference bpb (mean ± sd) | − base | seed interval | document interval "
               "| verdict | documents | tokens | unique tokens | passes |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -3,10 +3,11 @@ set, or is the difference within what chance gives?
 
 Two intervals for the difference of reference bits per byte (variant − base; negative is better):
 
-  * seed-level: each seed's model is one measurement; the difference of the means with Student's t,
-    its variance pooled over every variant's seeds (all train the same model for the same budget, so
-    they share one run-to-run spread; pooling gives the interval degrees of freedom that two seeds a
-    variant alone could not);
+  * seed-level, paired by seed: seed k of every variant starts from the same initial weights, which
+    (measured on the shipped example) move a model's score more than most data changes do, so the
+    difference is taken seed by seed and its mean given Student's t interval. The spread of those
+    paired differences is pooled over every variant compared (all train the same model for the same
+    budget), which gives the interval degrees of freedom that two seeds alone could not;
   * document bootstrap: the reference documents resampled with replacement, the difference of the
     seed-averaged bits per byte recomputed on each resample (percentile interval): how much the
     verdict owes to which documents happen to be in the reference set.
@@ -73,22 +74,30 @@ class Comparison:
         return asdict(self)
 
 
-def pooled_seed_sd(variants: list[Seeds]) -> tuple[float, int]:
-    """The run-to-run standard deviation pooled over variants, and its degrees of freedom."""
+def paired_differences(variant: Seeds, base: Seeds) -> np.ndarray:
+    """The variant's bits per byte minus the base's, seed by seed."""
+    if len(variant.nats) != len(base.nats):
+        raise ValueError(f"paired by seed, the variant and the base need the same seeds "
+                         f"({len(variant.nats)} and {len(base.nats)})")
+    return variant.bpb() - base.bpb()
+
+
+def pooled_sd(differences: list[np.ndarray]) -> tuple[float, int]:
+    """The standard deviation of paired differences pooled over the comparisons, and its degrees of
+    freedom."""
     squares, dof = 0.0, 0
-    for v in variants:
-        bpb = v.bpb()
-        squares += float(((bpb - bpb.mean()) ** 2).sum())
-        dof += len(bpb) - 1
+    for d in differences:
+        squares += float(((d - d.mean()) ** 2).sum())
+        dof += len(d) - 1
     if dof == 0:
-        raise ValueError("a seed-level interval needs a variant with at least two seeds")
+        raise ValueError("a seed-level interval needs at least two seeds")
     return math.sqrt(squares / dof), dof
 
 
-def seed_interval(variant: Seeds, base: Seeds, sd: float, dof: int, confidence: float) -> Interval:
-    diff = float(variant.bpb().mean() - base.bpb().mean())
-    half = stats.t.ppf(0.5 + confidence / 2, dof) * sd * math.sqrt(1 / len(variant.nats) + 1 / len(base.nats))
-    return Interval(float(diff - half), float(diff + half))
+def seed_interval(differences: np.ndarray, sd: float, dof: int, confidence: float) -> Interval:
+    mean = float(differences.mean())
+    half = float(stats.t.ppf(0.5 + confidence / 2, dof) * sd / math.sqrt(len(differences)))
+    return Interval(mean - half, mean + half)
 
 
 def document_interval(variant: Seeds, base: Seeds, config: VerdictConfig) -> Interval:
@@ -112,7 +121,8 @@ def verdict(seed: Interval, document: Interval) -> str:
 
 
 def compare(variant: Seeds, base: Seeds, sd: float, dof: int, config: VerdictConfig) -> Comparison:
-    by_seed = seed_interval(variant, base, sd, dof, config.confidence)
+    """`sd` and `dof`: pooled_sd over every comparison the ablation makes."""
+    by_seed = seed_interval(paired_differences(variant, base), sd, dof, config.confidence)
     by_doc = document_interval(variant, base, config)
     return Comparison(float(variant.bpb().mean() - base.bpb().mean()), by_seed, by_doc, verdict(by_seed, by_doc))
 

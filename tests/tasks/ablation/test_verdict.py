@@ -3,47 +3,61 @@ import math
 import numpy as np
 import pytest
 
-from tasks.ablation.verdict import BETTER, SAME, WORSE, Seeds, VerdictConfig, compare, pooled_seed_sd, regime
+from tasks.ablation.verdict import (BETTER, SAME, WORSE, Seeds, VerdictConfig, compare, paired_differences, pooled_sd,
+                                    regime)
 
 DOCS = 400
 
 
-def models(shift: float, seeds: int, rng, noise: float = 0.002, doc_noise: float = 0.05) -> Seeds:
-    """Seeds of a variant whose bits per byte is the base's (1.0 per byte) plus `shift`, with
-    run-to-run noise `noise` and document-level scatter."""
-    nbytes = np.full(DOCS, 100)
-    base_doc = 1.0 + doc_noise * np.sin(np.arange(DOCS))  # the same documents for every variant
-    per_seed = shift + noise * rng.standard_normal((seeds, 1))
-    per_doc = 0.01 * rng.standard_normal(DOCS)  # how this variant's model differs document by document
-    bits = (base_doc + per_doc + per_seed) * nbytes
-    return Seeds(bits * math.log(2), nbytes)
-
-
-def verdicts(shift: float, seeds: int = 2, noise: float = 0.002) -> tuple[str, object]:
+def ablation(shift: float, seeds: int = 2, noise: float = 0.002, init: float = 0.01, others: int = 3):
+    """Seeds of a base, a variant whose bits per byte is the base's plus `shift`, and `others` variants
+    like the base. Seed k of every variant shares its initial weights (an offset of scale `init`);
+    besides it each model has its own run-to-run noise `noise`, and each variant its own
+    document-by-document differences."""
     rng = np.random.default_rng(1)
-    base, variant = models(0.0, seeds, rng, noise), models(shift, seeds, rng, noise)
-    others = [models(0.0, seeds, rng, noise) for _ in range(3)]
-    sd, dof = pooled_seed_sd([base, variant, *others])
-    comparison = compare(variant, base, sd, dof, VerdictConfig())
-    return comparison.verdict, comparison
+    nbytes = np.full(DOCS, 100)
+    base_doc = 1.0 + 0.05 * np.sin(np.arange(DOCS))  # the same documents for every variant
+    from_init = init * rng.standard_normal((seeds, 1))
+
+    def variant(offset: float) -> Seeds:
+        per_seed = offset + from_init + noise * rng.standard_normal((seeds, 1))
+        per_doc = 0.01 * rng.standard_normal(DOCS)
+        return Seeds((base_doc + per_doc + per_seed) * nbytes * math.log(2), nbytes)
+
+    return variant(0.0), variant(shift), [variant(0.0) for _ in range(others)]
+
+
+def verdict_of(shift: float, **kwargs):
+    base, variant, others = ablation(shift, **kwargs)
+    sd, dof = pooled_sd([paired_differences(v, base) for v in (variant, *others)])
+    return compare(variant, base, sd, dof, VerdictConfig())
 
 
 def test_a_difference_far_beyond_the_noise_is_a_verdict_each_way():
-    assert verdicts(+0.05)[0] == WORSE
-    assert verdicts(-0.05)[0] == BETTER
+    assert verdict_of(+0.05).verdict == WORSE
+    assert verdict_of(-0.05).verdict == BETTER
 
 
 def test_a_difference_within_the_run_to_run_noise_is_no_detectable_difference():
-    verdict, comparison = verdicts(+0.001)
-    assert verdict == SAME
+    comparison = verdict_of(+0.001)
+    assert comparison.verdict == SAME
     assert comparison.seed_interval.low < 0 < comparison.seed_interval.high
 
 
-def test_seed_bpb_is_bits_per_byte_and_the_difference_is_the_difference_of_means():
-    _, comparison = verdicts(+0.05)
+def test_the_difference_is_the_difference_of_means_inside_both_intervals():
+    comparison = verdict_of(+0.05)
     assert comparison.difference == pytest.approx(0.05, abs=0.01)
     assert comparison.seed_interval.low < comparison.difference < comparison.seed_interval.high
     assert comparison.document_interval.low < comparison.difference < comparison.document_interval.high
+
+
+def test_pairing_by_seed_takes_out_what_the_shared_initial_weights_do():
+    """Initial weights that move every variant's seed k alike (as measured) do not widen the
+    seed-level interval; unpaired, a spread that large would hide a difference of 0.01."""
+    comparison = verdict_of(+0.01, noise=0.001, init=0.05)
+    assert comparison.verdict == WORSE
+    base, variant, _ = ablation(+0.01, noise=0.001, init=0.05)
+    assert np.std(base.bpb(), ddof=1) > 0.01  # the seeds of one variant do differ that much
 
 
 def test_both_intervals_must_agree():
@@ -53,7 +67,8 @@ def test_both_intervals_must_agree():
     base = Seeds(np.ones((2, DOCS)) * 100 * math.log(2), nbytes)
     per_doc = rng.choice([-1.0, 1.0], DOCS) + 0.01  # a tiny mean shift, large per-document swings
     variant = Seeds((1 + per_doc[None, :]) * 100 * math.log(2) * np.ones((2, 1)), nbytes)
-    sd, dof = pooled_seed_sd([base, variant, Seeds(base.nats * np.array([[1.0], [1.0001]]), nbytes)])
+    other = Seeds(base.nats * np.array([[1.0], [1.0001]]), nbytes)
+    sd, dof = pooled_sd([paired_differences(v, base) for v in (variant, other)])
     comparison = compare(variant, base, sd, dof, VerdictConfig())
     assert comparison.seed_interval.side() == 1
     assert comparison.document_interval.side() == 0
@@ -61,18 +76,21 @@ def test_both_intervals_must_agree():
 
 
 def test_more_noise_takes_a_verdict_away():
-    assert verdicts(+0.01, noise=0.001)[0] == WORSE
-    assert verdicts(+0.01, noise=0.02)[0] == SAME
+    assert verdict_of(+0.01, noise=0.001).verdict == WORSE
+    assert verdict_of(+0.01, noise=0.02).verdict == SAME
 
 
-def test_one_seed_each_gives_no_seed_interval_and_other_documents_are_refused():
-    rng = np.random.default_rng(0)
+def test_one_seed_each_gives_no_seed_interval_and_mismatches_are_refused():
+    base, variant, _ = ablation(0.0, seeds=1)
     with pytest.raises(ValueError, match="at least two seeds"):
-        pooled_seed_sd([models(0, 1, rng), models(0, 1, rng)])
-    a, b = models(0, 2, rng), models(0, 2, rng)
-    other = Seeds(b.nats, b.nbytes + 1)
+        pooled_sd([paired_differences(variant, base)])
+    base, variant, _ = ablation(0.0, seeds=2)
+    three, _, _ = ablation(0.0, seeds=3)
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_differences(three, base)
+    other = Seeds(variant.nats, variant.nbytes + 1)
     with pytest.raises(ValueError, match="different reference documents"):
-        compare(other, a, 0.01, 2, VerdictConfig())
+        compare(other, base, 0.01, 2, VerdictConfig())
 
 
 def test_many_passes_over_the_data_are_named_as_another_regime():
