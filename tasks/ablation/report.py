@@ -156,7 +156,8 @@ def markdown(name: str, result: dict) -> str:
         lines += ["## Failed variants", "", *[f"- **{n}**: {why}" for n, why in result["failed"].items()], ""]
     lines += ["## Reference bits per byte during training", "",
               f"![reference bpb against training tokens]({PLOT_FILE})", "",
-              "Each line is a variant's mean over its seeds, the band its lowest and highest seed.", "",
+              "Each line is a variant's mean over its seeds, the band its lowest and highest seed; dashed: "
+              "the controls.", "",
               "## What each variant changed", ""]
     lines += [f"- **{r['variant']}** ({r['role']}): " + (", ".join(f"`{o}`" for o in r["overrides"]) or "nothing")
               for r in rows]
@@ -169,19 +170,27 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")  # files only: no display on a training box
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours: dict[str, str] = {}  # a variant's colour, the same in both panels
+    # Left the whole run; right its second half, where the variants part, on a scale of its own.
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for r in result["rows"]:
         runs = r["curves"]
         length = min(len(c["bpb"]) for c in runs)
         tokens = np.array(runs[0]["tokens"][:length])
         bpb = np.array([c["bpb"][:length] for c in runs])
-        line, = ax.plot(tokens, bpb.mean(axis=0), label=f"{r['variant']} ({r['role']})",
-                        linestyle="--" if r["role"] in EXPECTED else "-")
-        ax.fill_between(tokens, bpb.min(axis=0), bpb.max(axis=0), color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("reference bits per byte")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+        style = "--" if r["role"] in EXPECTED else "-"
+        for ax, shown in zip(axes, (slice(None), tokens >= tokens[-1] / 2)):
+            line, = ax.plot(tokens[shown], bpb.mean(axis=0)[shown], style, label=r["variant"],
+                            color=None if ax is axes[0] else colours[r["variant"]])
+            colours.setdefault(r["variant"], line.get_color())
+            ax.fill_between(tokens[shown], bpb.min(axis=0)[shown], bpb.max(axis=0)[shown], color=line.get_color(),
+                            alpha=0.2)
+    for ax, title in zip(axes, ("the whole run", "the second half")):
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel("reference bits per byte")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
