@@ -25,7 +25,7 @@ PROCESS_POOL = "crawl2chat-process"
 # `prefect deploy` fills this in from its own environment, so every run of a deployment writes to one
 # absolute work dir, whichever directory the worker starts it in.
 WORK_DIR = "{{ $CRAWL2CHAT_WORK_DIR }}"
-# What the train deployment's runs ask of a pool made from deployments/templates/: `gpus` is the
+# What the train and ablate deployments' runs ask of a pool made from deployments/templates/: `gpus` is the
 # Kubernetes template's nvidia.com/gpu limit, `container_create_kwargs` the Docker worker's
 # `docker run --gpus 1`. A pool without the variable (a process pool) leaves it unused.
 GPU_JOB_VARIABLES = {
@@ -41,11 +41,13 @@ HEADER = """\
 #   prefect work-pool create crawl2chat-process --type process
 #   CRAWL2CHAT_WORK_DIR="$PWD/work" prefect deploy --all
 #   prefect worker start --pool crawl2chat-process
-# `parameters.config` is the tiny preset, resolved, so each deployment's run form in the UI is filled.
+# `parameters.config` is the tiny preset, resolved, so each deployment's run form in the UI is filled
+# (the ablate deployment's `parameters.ablation`: the tiny preset's base against its two controls).
 # Its work_dir comes from CRAWL2CHAT_WORK_DIR when `prefect deploy` runs, which must then be an absolute
 # path: unset, Prefect 3.9.1 warns and deploys an empty work_dir, and the runs write into their working
-# directory. The train deployment asks a Docker or Kubernetes pool made from deployments/templates/ for
-# one GPU; every run sends a heartbeat every 30 s for `crawl2chat setup`'s zombie automation.
+# directory. The train and ablate deployments ask a Docker or Kubernetes pool made from
+# deployments/templates/ for one GPU; every run sends a heartbeat every 30 s for `crawl2chat setup`'s
+# zombie automation.
 """
 
 
