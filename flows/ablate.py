@@ -3,7 +3,8 @@
 For every variant of the data (and the two controls): the data stages, the variant's documents with
 any copy of a reference document removed, token shards with the one shared tokenizer, the same model
 trained for the same number of tokens once per seed, and each model scored on the shared reference
-set; then the report with a verdict per variant (tasks/ablation/). Every stage is cached, so stages a
+set (and, when asked, on the benchmark sets, and fine-tuned and scored on the chat skills); then the
+report with a verdict per variant (tasks/ablation/). Every stage is cached, so stages a
 variant shares with the base run once, and adding a variant to an ablation trains only that variant.
 A variant that fails is reported as failed; the others finish.
 
@@ -30,11 +31,17 @@ from tasks.ablation.reference import reference_set_task
 from tasks.ablation.report import BASE, POSITIVE, REPORT_FILE, RESULTS_FILE, ablation_report_task
 from tasks.ablation.score import reference_score_task
 from tasks.ablation.shards import ablation_shards_task
+from tasks.chat.world import chat_data_task
+from tasks.chat.world import source_fingerprint as chat_data_fingerprint
 from tasks.core.datasource import files_fingerprint
+from tasks.eval.benchmarks import benchmark_sets_task
+from tasks.eval.benchmarks import source_fingerprint as benchmarks_fingerprint
+from tasks.eval.evaluate import evaluate_model_task
 from tasks.core.store import Manifest, atomic_path
 from tasks.eval.report import embedded_card
 from tasks.tokenizer.bpe import train_tokenizer_task
 from tasks.train.pretrain import PretrainConfig, pretrain_task
+from tasks.train.sft import sft_task
 
 ABLATIONS_DIR = "ablations"
 
@@ -109,6 +116,13 @@ def ablate_stages(ablation: AblationConfig, at_once: int) -> Manifest:
         clean = {BASE: shared.submit(decontaminate_task, docs[BASE], reference, work, ablation.leakage, label=BASE)}
         corpus = [clean[BASE]] if ablation.tokenizer_from == "base" else [reference]
         tokenizer = shared.submit(train_tokenizer_task, corpus, work, base.tokenizer.bpe)
+        sets = chat_data = None
+        if ablation.benchmarks or ablation.post_training:
+            sets = shared.submit(benchmark_sets_task, work, base.evaluate.benchmarks,
+                                 benchmarks_fingerprint(base.evaluate.benchmarks))
+        if ablation.post_training:
+            chat_data = shared.submit(chat_data_task, work, base.train.chat_data, base.data.crawl.world(),
+                                      chat_data_fingerprint(base.train.chat_data))
         shared.wait()  # what every variant needs: a failure here is the ablation's
 
         runs, submitted = {}, {}
@@ -131,10 +145,21 @@ def ablate_stages(ablation: AblationConfig, at_once: int) -> Manifest:
             scores = [stages.submit(reference_score_task, model, tokenizer, shards, work,
                                     seed_config(v, pretrain, seed, at_once).device, label=f"{v.name}/seed{seed}")
                       for seed, model in enumerate(models)]
+            evaluations = {}
+            if ablation.benchmarks:
+                evaluations["base"] = [stages.submit(evaluate_model_task, model, "base", "base", tokenizer, None, sets,
+                                                     work, base.evaluate.models, label=f"{v.name}/seed{seed}")
+                                       for seed, model in enumerate(models)]
+            if ablation.post_training:
+                tuned = [stages.submit(sft_task, model, tokenizer, chat_data, work, base.train.sft,
+                                       label=f"{v.name}/seed{seed}") for seed, model in enumerate(models)]
+                evaluations["sft"] = [stages.submit(evaluate_model_task, model, "sft", "chat", tokenizer, chat_data,
+                                                    sets, work, base.evaluate.models, label=f"{v.name}/seed{seed}")
+                                      for seed, model in enumerate(tuned)]
             leaks = clean[BASE] if v.role == POSITIVE else data
             submitted[v.name] = {"role": v.role, "overrides": list(v.overrides), "seeds": list(range(ablation.seeds)),
                                  "data": leaks, "control": data if v.role == POSITIVE else None,
-                                 "shards": shards, "models": models, "scores": scores}
+                                 "shards": shards, "models": models, "scores": scores, "evaluations": evaluations}
         finished = {}
         for name, futures in submitted.items():
             try:
@@ -158,6 +183,8 @@ def resolved(futures: dict) -> dict:
     def value(x):
         if isinstance(x, list):
             return [value(v) for v in x]
+        if isinstance(x, dict):
+            return {k: value(v) for k, v in x.items()}
         return x.result() if hasattr(x, "result") and hasattr(x, "task_run_id") else x
 
     return {k: value(v) for k, v in futures.items()}

@@ -82,6 +82,10 @@ class AblationConfig(StageConfig):
     shards: AblationShardConfig = Field(default_factory=AblationShardConfig)
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     parallel: int | None = Field(None, ge=1, description="Trainings at once; default: one per GPU, one on a CPU")
+    benchmarks: bool = Field(False, description="Also score every pretrained model on the base config's benchmark "
+                                                "sets (evaluate.benchmarks): option letters and in-context")
+    post_training: bool = Field(False, description="Also fine-tune every pretrained model (SFT, the base config's "
+                                                   "train.sft) and score it on the chat skills and benchmark sets")
 
     @field_validator("name")
     @classmethod

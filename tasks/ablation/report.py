@@ -10,14 +10,15 @@ report says so at the top and withholds every verdict.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from tasks.ablation.verdict import (MANY_PASSES, SAME, WORSE, Seeds, VerdictConfig, compare, paired_differences,
-                                   pooled_sd, regime)
+from tasks.ablation.verdict import (MANY_PASSES, SAME, WORSE, Seeds, VerdictConfig, accuracy, bits_per_byte, compare,
+                                   paired_differences, pooled_sd, regime)
 from tasks.core.caching import output_dir
 from tasks.core.stage import stage_task
 from tasks.core.store import Manifest, file_entry, write_json, write_text
@@ -34,14 +35,14 @@ def seeds_of(scores: list[Manifest]) -> Seeds:
     for t in tables[1:]:
         if not np.array_equal(t.column("bytes").to_numpy(), nbytes):
             raise ValueError("the seeds of one variant were scored on different reference documents")
-    return Seeds(np.stack([t.column("nats").to_numpy() for t in tables]), nbytes)
+    return bits_per_byte(np.stack([t.column("nats").to_numpy() for t in tables]), nbytes)
 
 
 def variant_row(name: str, runs: dict, seeds: Seeds) -> dict:
     train = runs["shards"].stats["train"]
     model = runs["models"][0].stats
     leaks = runs["data"].stats
-    bpb = seeds.bpb()
+    bpb = seeds.metric()
     return {"variant": name, "role": runs["role"], "overrides": runs.get("overrides", []),
             "seeds": runs["seeds"], "bpb": [round(float(b), 5) for b in bpb], "bpb_mean": round(float(bpb.mean()), 5),
             "bpb_sd": round(float(bpb.std(ddof=1)), 5) if len(bpb) > 1 else None,
@@ -85,8 +86,50 @@ def analyse(variants: dict[str, dict], failed: dict[str, str], config: VerdictCo
     passes = [r["passes"] for r in rows]
     return {"rows": rows, "failed": failed, "controls": controls, "controls_passed": not failed_controls,
             "seed_sd": sd, "seed_dof": dof, "confidence": config.confidence, "bootstrap": config.bootstrap,
-            "reference_documents": int(len(seeds[BASE].nbytes)), "reference_bytes": int(seeds[BASE].nbytes.sum()),
-            "passes_spread": max(passes) / min(passes) if min(passes) > 0 else None}
+            "reference_documents": int(len(seeds[BASE].weights)), "reference_bytes": int(seeds[BASE].weights.sum()),
+            "passes_spread": max(passes) / min(passes) if min(passes) > 0 else None,
+            "accuracies": accuracies(variants, config)}
+
+
+def answers(evaluations: list[Manifest]) -> dict[str, tuple[np.ndarray, float | None]]:
+    """Per benchmark setting and chat skill: each seed's right/wrong answers (seeds × questions), and
+    the chance baseline where the benchmark gives one."""
+    per_seed = [json.loads(Path(m.files[0].path).read_text()) for m in evaluations]
+    out = {}
+    for task, settings in per_seed[0]["benchmarks"].items():
+        for setting, result in settings.items():
+            out[f"{task}/{setting}"] = (np.array([s["benchmarks"][task][setting]["correct"] for s in per_seed]),
+                                        result.get("random_baseline"))
+    for skill in per_seed[0].get("skills", {}):
+        out[f"skill/{skill}"] = (np.array([s["skills"][skill]["correct"] for s in per_seed]), None)
+    return out
+
+
+def accuracies(variants: dict[str, dict], config: VerdictConfig) -> list[dict]:
+    """Every variant's models on the evaluation stage's benchmark sets (and, post-trained, its chat
+    skills), compared with the base's as bits per byte are: paired by seed, and over questions."""
+    scored: dict[tuple[str, str], dict[str, tuple[Seeds, float | None]]] = {}
+    for name, runs in variants.items():
+        for model, evaluations in (runs.get("evaluations") or {}).items():
+            for metric, (correct, chance) in answers(evaluations).items():
+                scored.setdefault((model, metric), {})[name] = (accuracy(correct), chance)
+    out = []
+    for (model, metric), by_variant in sorted(scored.items()):
+        if BASE not in by_variant or len(by_variant) < 2:
+            continue
+        base = by_variant[BASE][0]
+        sd, dof = pooled_sd([paired_differences(seeds, base) for n, (seeds, _) in by_variant.items() if n != BASE])
+        rows = []
+        for name, (seeds, _) in by_variant.items():
+            values = seeds.metric()
+            row = {"variant": name, "accuracy": [round(float(v), 4) for v in values],
+                   "mean": round(float(values.mean()), 4)}
+            if name != BASE:
+                row["comparison"] = compare(seeds, base, sd, dof, config, lower_is_better=False).to_dict()
+            rows.append(row)
+        out.append({"model": model, "metric": metric, "questions": int(len(base.weights)),
+                    "chance": by_variant[BASE][1], "rows": rows})
+    return out
 
 
 def _interval(i: dict) -> str:
@@ -108,6 +151,7 @@ def markdown(name: str, result: dict) -> str:
         lines += [f"**CONTROLS FAILED: {bad}. At this size the ablation cannot tell signal from noise, so no "
                   f"verdict is given.** Train longer, on more seeds, or score on a larger reference set.", ""]
     withhold = bool(result["controls"]) and not result["controls_passed"]
+    variant_names = {r["variant"] for r in rows if r["role"] == VARIANT}
     lines += [f"Every model is scored on the same {result['reference_documents']} reference documents "
               f"({result['reference_bytes']:,} bytes) that no variant trained on, in bits per byte (lower is "
               f"better), with one shared tokenizer. Differences are variant − base with {pct}% intervals: over "
@@ -125,7 +169,7 @@ def markdown(name: str, result: dict) -> str:
         lines.append(f"| {r['variant']} | {r['role']} | {len(r['seeds'])} | {r['bpb_mean']:.4f}{sd} | "
                      + ("—" if c is None else f"{c['difference']:+.4f}") + " | "
                      + ("—" if c is None else _interval(c["seed_interval"])) + " | "
-                     + ("—" if c is None else _interval(c["document_interval"])) + f" | {verdict} | "
+                     + ("—" if c is None else _interval(c["item_interval"])) + f" | {verdict} | "
                      f"{r['documents']:,} | {r['tokens']:,} | {r['unique_tokens']:,} | {r['passes']:.1f} |")
     base = next(r for r in rows if r["role"] == BASE)
     lines += ["", f"Trivial baseline: a unigram model of the base's training tokens scores "
@@ -152,6 +196,25 @@ def markdown(name: str, result: dict) -> str:
                          f"({100 * ws['replaced_char_fraction']:.0f}% of the characters) replaced by word salad.")
     if notes:
         lines += ["## Notes", "", *notes, ""]
+    if result["accuracies"]:
+        lines += ["## Benchmarks and skills", "",
+                  f"Accuracy (higher is better) of each variant's models on the evaluation stage's sets, compared "
+                  f"with the base's as above: paired by seed, and over questions ({result['bootstrap']} bootstrap "
+                  f"resamples).", ""]
+    for block in result["accuracies"]:
+        chance = f", chance {block['chance']:.3f}" if block["chance"] is not None else ""
+        lines += [f"**{block['metric']}** ({block['model']} models, {block['questions']} questions{chance})", "",
+                  "| variant | accuracy per seed | mean | − base | seed interval | question interval | verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in block["rows"]:
+            c = r.get("comparison")
+            verdict = "—" if c is None else ("withheld" if withhold and r["variant"] in variant_names
+                                             else c["verdict"])
+            lines.append(f"| {r['variant']} | {', '.join(f'{a:.3f}' for a in r['accuracy'])} | {r['mean']:.3f} | "
+                         + ("—" if c is None else f"{c['difference']:+.3f}") + " | "
+                         + ("—" if c is None else _interval(c["seed_interval"])) + " | "
+                         + ("—" if c is None else _interval(c["item_interval"])) + f" | {verdict} |")
+        lines.append("")
     if result["failed"]:
         lines += ["## Failed variants", "", *[f"- **{n}**: {why}" for n, why in result["failed"].items()], ""]
     lines += ["## Reference bits per byte during training", "",

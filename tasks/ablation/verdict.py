@@ -1,16 +1,17 @@
 """Verdicts beyond the noise: is a variant's model better or worse than the base's on the reference
-set, or is the difference within what chance gives?
+set (or on a benchmark's questions), or is the difference within what chance gives?
 
-Two intervals for the difference of reference bits per byte (variant − base; negative is better):
+Two intervals for the difference of a metric, variant − base (reference bits per byte, where lower
+is better; or the share of a benchmark's questions answered right, where higher is):
 
   * seed-level, paired by seed: seed k of every variant starts from the same initial weights, which
     (measured on the shipped example) move a model's score more than most data changes do, so the
     difference is taken seed by seed and its mean given Student's t interval. The spread of those
     paired differences is pooled over every variant compared (all train the same model for the same
     budget), which gives the interval degrees of freedom that two seeds alone could not;
-  * document bootstrap: the reference documents resampled with replacement, the difference of the
-    seed-averaged bits per byte recomputed on each resample (percentile interval): how much the
-    verdict owes to which documents happen to be in the reference set.
+  * item bootstrap: the reference documents (or questions) resampled with replacement, the
+    difference of the seed-averaged metric recomputed on each resample (percentile interval): how
+    much the verdict owes to which items happen to be in the set.
 
 A verdict of "better" or "worse" needs both intervals on the same side of zero; anything else is "no
 detectable difference". Neither interval alone covers both sources of noise, so a difference must
@@ -43,14 +44,26 @@ class VerdictConfig(StageConfig):
 
 @dataclass(frozen=True)
 class Seeds:
-    """One variant's models on the reference set: nats per (seed, document), bytes per document."""
+    """One variant's models on the same items: what each item adds to the metric, per (seed, item),
+    and each item's weight. The metric is their ratio: bits over bytes, or right answers over
+    questions."""
 
-    nats: np.ndarray  # (seeds, documents)
-    nbytes: np.ndarray  # (documents,)
+    totals: np.ndarray  # (seeds, items)
+    weights: np.ndarray  # (items,)
 
-    def bpb(self) -> np.ndarray:
-        """Bits per byte of each seed's model."""
-        return self.nats.sum(axis=1) / (math.log(2) * self.nbytes.sum())
+    def metric(self) -> np.ndarray:
+        """The metric of each seed's model."""
+        return self.totals.sum(axis=1) / self.weights.sum()
+
+
+def bits_per_byte(nats: np.ndarray, nbytes: np.ndarray) -> Seeds:
+    """Models' nats per (seed, document) and the documents' bytes, as bits per byte."""
+    return Seeds(nats / math.log(2), nbytes)
+
+
+def accuracy(correct: np.ndarray) -> Seeds:
+    """Models' right (1) and wrong (0) answers per (seed, question), as the share right."""
+    return Seeds(np.asarray(correct, dtype=float), np.ones(np.shape(correct)[1]))
 
 
 @dataclass(frozen=True)
@@ -65,9 +78,9 @@ class Interval:
 
 @dataclass(frozen=True)
 class Comparison:
-    difference: float  # mean bpb of the variant − the base's
+    difference: float  # the variant's mean metric − the base's
     seed_interval: Interval
-    document_interval: Interval
+    item_interval: Interval  # over reference documents, or over questions
     verdict: str
 
     def to_dict(self) -> dict:
@@ -75,11 +88,11 @@ class Comparison:
 
 
 def paired_differences(variant: Seeds, base: Seeds) -> np.ndarray:
-    """The variant's bits per byte minus the base's, seed by seed."""
-    if len(variant.nats) != len(base.nats):
+    """The variant's metric minus the base's, seed by seed."""
+    if len(variant.totals) != len(base.totals):
         raise ValueError(f"paired by seed, the variant and the base need the same seeds "
-                         f"({len(variant.nats)} and {len(base.nats)})")
-    return variant.bpb() - base.bpb()
+                         f"({len(variant.totals)} and {len(base.totals)})")
+    return variant.metric() - base.metric()
 
 
 def pooled_sd(differences: list[np.ndarray]) -> tuple[float, int]:
@@ -100,31 +113,33 @@ def seed_interval(differences: np.ndarray, sd: float, dof: int, confidence: floa
     return Interval(mean - half, mean + half)
 
 
-def document_interval(variant: Seeds, base: Seeds, config: VerdictConfig) -> Interval:
-    if not np.array_equal(variant.nbytes, base.nbytes):
-        raise ValueError("the variant and the base were scored on different reference documents")
-    per_doc = variant.nats.mean(axis=0) - base.nats.mean(axis=0)  # seed-averaged nats, document by document
-    n = len(per_doc)
+def item_interval(variant: Seeds, base: Seeds, config: VerdictConfig) -> Interval:
+    if not np.array_equal(variant.weights, base.weights):
+        raise ValueError("the variant and the base were scored on different items (documents or questions)")
+    per_item = variant.totals.mean(axis=0) - base.totals.mean(axis=0)  # seed-averaged, item by item
+    n = len(per_item)
     rng = np.random.default_rng(config.seed)
-    counts = rng.multinomial(n, np.full(n, 1 / n), size=config.bootstrap)  # (resamples, documents)
-    diffs = (counts @ per_doc) / (math.log(2) * (counts @ base.nbytes))
+    counts = rng.multinomial(n, np.full(n, 1 / n), size=config.bootstrap)  # (resamples, items)
+    diffs = (counts @ per_item) / (counts @ base.weights)
     tail = (1 - config.confidence) / 2
     low, high = np.quantile(diffs, [tail, 1 - tail])
     return Interval(float(low), float(high))
 
 
-def verdict(seed: Interval, document: Interval) -> str:
+def verdict(seed: Interval, item: Interval, lower_is_better: bool = True) -> str:
     side = seed.side()
-    if side != 0 and document.side() == side:
-        return BETTER if side < 0 else WORSE
+    if side != 0 and item.side() == side:
+        return BETTER if (side < 0) == lower_is_better else WORSE
     return SAME
 
 
-def compare(variant: Seeds, base: Seeds, sd: float, dof: int, config: VerdictConfig) -> Comparison:
-    """`sd` and `dof`: pooled_sd over every comparison the ablation makes."""
+def compare(variant: Seeds, base: Seeds, sd: float, dof: int, config: VerdictConfig,
+            lower_is_better: bool = True) -> Comparison:
+    """`sd` and `dof`: pooled_sd over every comparison the ablation makes on this metric."""
     by_seed = seed_interval(paired_differences(variant, base), sd, dof, config.confidence)
-    by_doc = document_interval(variant, base, config)
-    return Comparison(float(variant.bpb().mean() - base.bpb().mean()), by_seed, by_doc, verdict(by_seed, by_doc))
+    by_item = item_interval(variant, base, config)
+    return Comparison(float(variant.metric().mean() - base.metric().mean()), by_seed, by_item,
+                      verdict(by_seed, by_item, lower_is_better))
 
 
 def regime(passes: float) -> str | None:

@@ -67,7 +67,7 @@ def ablations(prefect_harness, tmp_path_factory):
     spec = {"name": "micro", "preset": str(preset), "set": MICRO_ABLATION_SET, "seeds": SEEDS, "variants": [QUALITY_OFF],
             "controls": {"null_control": True, "positive_control": {"fraction": 0.8}},
             "reference": {"source": "dataset", "dataset": {"path": str(root / "reference.jsonl")}},
-            "shards": {"workers": 1}}
+            "shards": {"workers": 1}, "benchmarks": True, "post_training": True}
     out = []
     with one_torch_thread():
         for variants in ([QUALITY_OFF], [QUALITY_OFF, DEDUP_OFF, NO_DOCUMENTS]):
@@ -139,3 +139,22 @@ def test_adding_a_variant_trains_only_that_variant_and_a_failed_one_fails_alone(
     assert set(rows(result)) == {"base", "null-control", "positive-control", "quality-off", "dedup-off"}
     assert "produced no documents" in result["failed"]["no-documents"]
     assert "no-documents" in report.read_text().split("## Failed variants")[1]
+
+
+def test_asked_for_benchmarks_and_post_training_every_model_is_scored_and_compared(ablations, shared_data):
+    _, _, [(_, runs, report, result), _] = ablations
+    executed = Counter(stage for stage, state in runs if state == "Completed")
+    assert executed["sft"] == 4 * SEEDS and executed["evaluate-model"] == 2 * 4 * SEEDS
+    blocks = {(b["model"], b["metric"]): b for b in result["accuracies"]}
+    # The micro preset's sets (../shared/data): MMLU by letters at 0 and 1 shots and in context for
+    # base models; for the fine-tuned ones, letters and the chat skills.
+    assert ("base", "mmlu/continuation") in blocks and ("sft", "mmlu/0-shot") in blocks
+    assert any(model == "sft" and metric.startswith("skill/") for model, metric in blocks)
+    for block in blocks.values():
+        assert {r["variant"] for r in block["rows"]} == {"base", "null-control", "positive-control", "quality-off"}
+        assert all(len(r["accuracy"]) == SEEDS and 0 <= r["mean"] <= 1 for r in block["rows"])
+        for row in block["rows"]:
+            if row["variant"] != "base":
+                seed, item = row["comparison"]["seed_interval"], row["comparison"]["item_interval"]
+                assert seed["low"] <= row["comparison"]["difference"] <= seed["high"] and item["low"] <= item["high"]
+    assert "## Benchmarks and skills" in report.read_text()
