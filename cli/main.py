@@ -118,10 +118,8 @@ def cmd_sweep(args) -> int:
     config = _config(args)
     from pydantic import ValidationError
 
-    from flows.common import MachineUnfit, StageFailed, tally_stage_runs
     from flows.config import describe_validation_error
     from flows.sweep import sweep_flow
-    from tasks.core.lease import WorkDirBusy
     from tasks.train.scaling import SweepConfig
 
     grid = {k: v for k, v in (("depths", args.depths), ("tokens_per_param", args.tokens_per_param),
@@ -130,17 +128,27 @@ def cmd_sweep(args) -> int:
         sweep = SweepConfig(**grid)
     except ValidationError as err:
         sys.exit(f"crawl2chat: sweep: {describe_validation_error(err)}")
+    report = _counting_stage_runs(lambda: sweep_flow(config, sweep))
+    print(f"crawl2chat: scaling report: {report}")
+    return 0
+
+
+def _counting_stage_runs(run_flow):
+    """`run_flow()`'s result, after printing how many stage runs it executed and found cached; a
+    failure that names its stage, or a refusal before any work, ends the command with that one line."""
+    from flows.common import MachineUnfit, StageFailed, tally_stage_runs
+    from tasks.core.lease import WorkDirBusy
+
     for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
         handler.addFilter(_StageFailureWithoutTraceback())
     try:
         with tally_stage_runs() as runs:
-            report = sweep_flow(config, sweep)
+            result = run_flow()
     except (StageFailed, MachineUnfit, WorkDirBusy) as err:
         sys.exit(f"crawl2chat: {err}")
     states = [state for _, state in runs]
     print(f"crawl2chat: {states.count('Completed')} stage runs executed, {states.count('Cached')} cached")
-    print(f"crawl2chat: scaling report: {report}")
-    return 0
+    return result
 
 
 def cmd_ablate(args) -> int:
@@ -157,18 +165,8 @@ def cmd_ablate(args) -> int:
     except ConfigError as err:
         sys.exit(f"crawl2chat: config error: {err}")
     from flows.ablate import ablate_flow
-    from flows.common import MachineUnfit, StageFailed, tally_stage_runs
-    from tasks.core.lease import WorkDirBusy
 
-    for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
-        handler.addFilter(_StageFailureWithoutTraceback())
-    try:
-        with tally_stage_runs() as runs:
-            report = Path(ablate_flow(ablation))
-    except (StageFailed, MachineUnfit, WorkDirBusy) as err:
-        sys.exit(f"crawl2chat: {err}")
-    states = [state for _, state in runs]
-    print(f"crawl2chat: {states.count('Completed')} stage runs executed, {states.count('Cached')} cached")
+    report = Path(_counting_stage_runs(lambda: ablate_flow(ablation)))
     result = json.loads((report.parent / "ablation.json").read_text())
     for row in result["rows"]:
         comparison = row.get("comparison")
