@@ -24,7 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.ablation_plan import AblationConfig, Variant, plan
 from flows.common import StageFailed, StageRuns, owned_work_dir, stage_error
 from flows.data import run_data_stages
-from flows.train import gpu_slot
+from flows.train import gpu_slot, gpu_slots
 from tasks.ablation.controls import word_salad_task
 from tasks.ablation.leakage import decontaminate_task
 from tasks.ablation.reference import reference_set_task
@@ -47,14 +47,17 @@ ABLATIONS_DIR = "ablations"
 
 
 def trainings_at_once(ablation: AblationConfig, pretrain: PretrainConfig) -> int:
-    """One training per GPU, or what the ablation says; one on a CPU, whose cores one training uses
-    already (two seeds side by side on 2 cores took as long as one after the other)."""
+    """What the ablation says, or one training per GPU, no more than the "gpu" concurrency limit
+    allows (the ablation holds a slot per training at once); one on a CPU, whose cores one training
+    uses already (two seeds side by side on 2 cores took as long as one after the other)."""
     import torch
 
     if ablation.parallel:
         return ablation.parallel
-    on_gpu = pretrain.device != "cpu" and torch.cuda.is_available()
-    return torch.cuda.device_count() if on_gpu else 1
+    if pretrain.device == "cpu" or not torch.cuda.is_available():
+        return 1
+    slots = gpu_slots()
+    return max(1, min(torch.cuda.device_count(), slots if slots is not None else torch.cuda.device_count()))
 
 
 def seed_config(variant: Variant, pretrain: PretrainConfig, seed: int, at_once: int) -> PretrainConfig:

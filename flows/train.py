@@ -55,6 +55,19 @@ def gpu_slot(config: PipelineConfig, occupy: int = 1):
     return concurrency("gpu", occupy=occupy, strict=False)
 
 
+def gpu_slots() -> int | None:
+    """The slots of the "gpu" concurrency limit (`crawl2chat setup --gpu-slots`); None without one."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name("gpu")
+        except ObjectNotFound:
+            return None
+    return limit.limit if limit.active else None
+
+
 @flow(name="train")
 def train_flow(config: PipelineConfig, tokens: TokenizerResult | None = None) -> TrainResult:
     """Pretrain, then post-train. Without `tokens`, the tokenizer flow supplies them (cached), or

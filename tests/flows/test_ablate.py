@@ -1,7 +1,7 @@
 """The ablation flow on a micro crawl under Prefect's test harness.
 
 One ablation (base, the two controls, quality filters off) is run, then the same ablation with two
-more variants: dedup off, and one whose data stages fail. The first run must give both controls the
+more variants, training two seeds at once: dedup off, and one whose data stages fail. The first run must give both controls the
 reading they exist for; the second must train only the new variant and report the failed one beside
 the others. The reference set is a text file read through `datasets`: clean pages of the crawl's
 world plus copies of pages the crawl itself holds, which the leakage check must find and remove.
@@ -70,8 +70,9 @@ def ablations(prefect_harness, tmp_path_factory):
             "shards": {"workers": 1}, "benchmarks": True, "post_training": True}
     out = []
     with one_torch_thread():
-        for variants in ([QUALITY_OFF], [QUALITY_OFF, DEDUP_OFF, NO_DOCUMENTS]):
-            ablation = AblationConfig.model_validate({**spec, "variants": variants})
+        # The second with two trainings at once (threads of one process), as on a machine's GPUs.
+        for variants, parallel in (([QUALITY_OFF], None), ([QUALITY_OFF, DEDUP_OFF, NO_DOCUMENTS], 2)):
+            ablation = AblationConfig.model_validate({**spec, "variants": variants, "parallel": parallel})
             with tally_stage_runs() as runs:
                 report = Path(ablate_flow(ablation))
             out.append((ablation, runs, report, json.loads((report.parent / "ablation.json").read_text())))
@@ -158,3 +159,32 @@ def test_asked_for_benchmarks_and_post_training_every_model_is_scored_and_compar
                 seed, item = row["comparison"]["seed_interval"], row["comparison"]["item_interval"]
                 assert seed["low"] <= row["comparison"]["difference"] <= seed["high"] and item["low"] <= item["high"]
     assert "## Benchmarks and skills" in report.read_text()
+
+
+def test_on_gpus_one_training_each_no_more_than_the_gpu_limit_allows(prefect_harness, monkeypatch):
+    """Where CUDA has 4 GPUs: 4 trainings at once, or as many as the "gpu" limit has slots (the
+    ablation holds one per training); seed k trains on GPU k mod that number. A CPU trains one."""
+    import torch
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from flows.ablate import seed_config, trainings_at_once
+    from flows.ablation_plan import plan
+    from tasks.train.pretrain import PretrainConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    ablation = AblationConfig(name="gpus", variants=[DEDUP_OFF])
+    on_gpu, on_cpu = PretrainConfig(device="auto"), PretrainConfig(device="cpu")
+    assert trainings_at_once(ablation, on_gpu) == 4 and trainings_at_once(ablation, on_cpu) == 1
+    assert trainings_at_once(ablation.model_copy(update={"parallel": 3}), on_gpu) == 3
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="gpu", limit=2))
+        try:
+            assert trainings_at_once(ablation, on_gpu) == 2
+        finally:
+            client.delete_global_concurrency_limit_by_name("gpu")
+    base = plan(ablation)[0]
+    assert [seed_config(base, on_gpu, seed, 2).device for seed in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert seed_config(base, on_cpu, 1, 2).device == "cpu"
+    assert {seed_config(base, on_gpu, seed, 1).device for seed in range(3)} == {"auto"}
