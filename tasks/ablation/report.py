@@ -220,7 +220,8 @@ def markdown(name: str, result: dict) -> str:
     lines += ["## Reference bits per byte during training", "",
               f"![reference bpb against training tokens]({PLOT_FILE})", "",
               "Each line is a variant's mean over its seeds, the band its lowest and highest seed; dashed: "
-              "the controls.", "",
+              "the controls. The points are pretraining's own evaluations, on the first "
+              "`train.pretrain.eval_tokens` tokens of the reference set; the table scores all of it.", "",
               "## What each variant changed", ""]
     lines += [f"- **{r['variant']}** ({r['role']}): " + (", ".join(f"`{o}`" for o in r["overrides"]) or "nothing")
               for r in rows]
