@@ -1,7 +1,7 @@
 """The ablation flow on a micro crawl under Prefect's test harness.
 
-One ablation (base, the two controls, quality filters off) is run, then the same ablation with two
-more variants, training two seeds at once: dedup off, and one whose data stages fail. The first run must give both controls the
+One ablation (the base and the two controls) is run, then the same ablation with two variants,
+training two seeds at once: dedup off, and one whose data stages fail. The first run must give both controls the
 reading they exist for; the second must train only the new variant and report the failed one beside
 the others. The reference set is a text file read through `datasets`: clean pages of the crawl's
 world plus copies of pages the crawl itself holds, which the leakage check must find and remove.
@@ -32,9 +32,6 @@ CRAWL = CrawlConfig(seed=1234, num_files=2, pages_per_file=60)
 COPIED_PAGES = 6  # good pages of the crawl's first file, copied into the reference set
 REFERENCE_PAGES = 40
 SEEDS = 2
-QUALITY_OFF = {"name": "quality-off", "set": ["data.quality.gopher_repetition=null",
-                                              "data.quality.gopher_quality=null", "data.quality.c4=null",
-                                              "data.quality.fineweb=null"]}
 NO_DOCUMENTS = {"name": "no-documents", "set": ["data.langid.languages=[zz]"]}
 
 
@@ -64,14 +61,17 @@ def ablations(prefect_harness, tmp_path_factory):
                                                          "pages_per_file": CRAWL.pages_per_file}}}
     preset.write_text(yaml.safe_dump({**micro, "work_dir": str(root / "work")}))
     copies = reference_file(root / "reference.jsonl")
-    spec = {"name": "micro", "preset": str(preset), "set": MICRO_ABLATION_SET, "seeds": SEEDS, "variants": [QUALITY_OFF],
+    # Greedy answers only when models are scored on benchmarks and skills: pass@k samples are the
+    # evaluation stage's, tested there.
+    spec = {"name": "micro", "preset": str(preset), "set": [*MICRO_ABLATION_SET, "evaluate.models.samples=0"],
+            "seeds": SEEDS, "variants": [],
             "controls": {"null_control": True, "positive_control": {"fraction": 0.8}},
             "reference": {"source": "dataset", "dataset": {"path": str(root / "reference.jsonl")}},
             "shards": {"workers": 1}, "benchmarks": True, "post_training": True}
     out = []
     with one_torch_thread():
         # The second with two trainings at once (threads of one process), as on a machine's GPUs.
-        for variants, parallel in (([QUALITY_OFF], None), ([QUALITY_OFF, DEDUP_OFF, NO_DOCUMENTS], 2)):
+        for variants, parallel in (([], None), ([DEDUP_OFF, NO_DOCUMENTS], 2)):
             ablation = AblationConfig.model_validate({**spec, "variants": variants, "parallel": parallel})
             with tally_stage_runs() as runs:
                 report = Path(ablate_flow(ablation))
@@ -102,22 +102,22 @@ def test_every_variant_trains_the_same_budget_with_one_tokenizer_on_one_referenc
     work, _, [(_, runs, _, result), _] = ablations
     states = Counter(stage for stage, _ in runs)
     assert states["train-tokenizer"] == 1 and states["reference-set"] == 1
-    assert states["pretrain"] == 4 * SEEDS  # base, two controls, quality-off
+    assert states["pretrain"] == 3 * SEEDS  # the base and the two controls
     assert len({r["trained_tokens"] for r in result["rows"]}) == 1
     # Every variant's `val` split is the reference set in the one tokenizer: the same bytes, and it
     # is what each model is scored on; no variant has a split of its own documents to be ranked on.
     vals = sorted(work.glob("ablation-shards/*/val-*.bin"))
-    # After both ablations: the base (its null control shares its shards), the salad, quality-off, dedup-off.
-    assert len(vals) == 4
+    # After both ablations: the base (its null control shares its shards), the salad, dedup-off.
+    assert len(vals) == 3
     assert len({p.read_bytes() for p in vals}) == 1
     assert len(read_shard(vals[0])[1]) == REFERENCE_PAGES == result["reference_documents"]
 
 
 def test_copies_of_reference_documents_are_removed_before_training(ablations):
-    work, copies, [(_, _, _, result), _] = ablations
+    work, copies, [_, (_, _, _, result)] = ablations
     removed = {name: r["reference_copies_removed"] for name, r in rows(result).items()}
     assert 0 < removed["base"] <= COPIED_PAGES
-    assert removed["quality-off"] >= removed["base"]
+    assert removed["dedup-off"] >= removed["base"]  # it keeps every document the base keeps
     import pyarrow.parquet as pq
 
     for leaks in work.glob("decontaminate/*/leaks.parquet"):
@@ -137,7 +137,7 @@ def test_adding_a_variant_trains_only_that_variant_and_a_failed_one_fails_alone(
     for shared in ("reference-set", "train-tokenizer", "word-salad", "url-filter", "extract"):
         assert executed[shared] == 0, shared
     assert executed["ablation-report"] == 1
-    assert set(rows(result)) == {"base", "null-control", "positive-control", "quality-off", "dedup-off"}
+    assert set(rows(result)) == {"base", "null-control", "positive-control", "dedup-off"}
     assert "produced no documents" in result["failed"]["no-documents"]
     assert "no-documents" in report.read_text().split("## Failed variants")[1]
 
@@ -145,14 +145,14 @@ def test_adding_a_variant_trains_only_that_variant_and_a_failed_one_fails_alone(
 def test_asked_for_benchmarks_and_post_training_every_model_is_scored_and_compared(ablations, shared_data):
     _, _, [(_, runs, report, result), _] = ablations
     executed = Counter(stage for stage, state in runs if state == "Completed")
-    assert executed["sft"] == 4 * SEEDS and executed["evaluate-model"] == 2 * 4 * SEEDS
+    assert executed["sft"] == 3 * SEEDS and executed["evaluate-model"] == 2 * 3 * SEEDS
     blocks = {(b["model"], b["metric"]): b for b in result["accuracies"]}
     # The micro preset's sets (../shared/data): MMLU by letters at 0 and 1 shots and in context for
     # base models; for the fine-tuned ones, letters and the chat skills.
     assert ("base", "mmlu/continuation") in blocks and ("sft", "mmlu/0-shot") in blocks
     assert any(model == "sft" and metric.startswith("skill/") for model, metric in blocks)
     for block in blocks.values():
-        assert {r["variant"] for r in block["rows"]} == {"base", "null-control", "positive-control", "quality-off"}
+        assert {r["variant"] for r in block["rows"]} == {"base", "null-control", "positive-control"}
         assert all(len(r["accuracy"]) == SEEDS and 0 <= r["mean"] <= 1 for r in block["rows"])
         for row in block["rows"]:
             if row["variant"] != "base":
