@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.ablation_plan import AblationConfig, Variant, plan
 from flows.common import StageFailed, StageRuns, owned_work_dir, stage_error
+from flows.config import PipelineConfig
 from flows.data import run_data_stages
 from flows.train import gpu_slot, gpu_slots
 from tasks.ablation.controls import word_salad_task
@@ -107,62 +110,32 @@ def ablate_stages(ablation: AblationConfig, at_once: int) -> Manifest:
     logger = get_run_logger()
     variants = plan(ablation)
     base = variants[0].config
-    pretrain = base.train.pretrain
     with owned_work_dir(base) as work, gpu_slot(base, at_once):
-        shared = StageRuns(work, base.results)
+        common = StageRuns(work, base.results)
         crawl = base.data.crawl
-        reference = shared.submit(reference_set_task, work, ablation.reference, crawl.world(), crawl.focus,
+        reference = common.submit(reference_set_task, work, ablation.reference, crawl.world(), crawl.focus,
                                   files_fingerprint([ablation.reference.dataset]))
         docs, failed = variant_documents(variants, work)
         if BASE in failed:
             raise StageFailed(f"the base variant failed, so nothing can be compared: {failed[BASE]}")
-        clean = {BASE: shared.submit(decontaminate_task, docs[BASE], reference, work, ablation.leakage, label=BASE)}
-        corpus = [clean[BASE]] if ablation.tokenizer_from == "base" else [reference]
-        tokenizer = shared.submit(train_tokenizer_task, corpus, work, base.tokenizer.bpe)
+        clean_base = common.submit(decontaminate_task, docs[BASE], reference, work, ablation.leakage, label=BASE)
+        corpus = [clean_base] if ablation.tokenizer_from == "base" else [reference]
+        tokenizer = common.submit(train_tokenizer_task, corpus, work, base.tokenizer.bpe)
         sets = chat_data = None
         if ablation.benchmarks or ablation.post_training:
-            sets = shared.submit(benchmark_sets_task, work, base.evaluate.benchmarks,
+            sets = common.submit(benchmark_sets_task, work, base.evaluate.benchmarks,
                                  benchmarks_fingerprint(base.evaluate.benchmarks))
         if ablation.post_training:
-            chat_data = shared.submit(chat_data_task, work, base.train.chat_data, base.data.crawl.world(),
+            chat_data = common.submit(chat_data_task, work, base.train.chat_data, crawl.world(),
                                       chat_data_fingerprint(base.train.chat_data))
-        shared.wait()  # what every variant needs: a failure here is the ablation's
+        common.wait()  # what every variant needs: a failure here is the ablation's
+        shared = Shared(base, reference, clean_base, tokenizer, sets, chat_data)
 
         runs, submitted = {}, {}
         for v in variants:
-            stages = runs[v.name] = StageRuns(work, base.results)
-            if v.name not in docs:
-                continue
-            if v.role == POSITIVE:
-                data = stages.submit(word_salad_task, clean[BASE], work, ablation.controls.positive_control)
-            elif v.config.data == base.data:
-                data = clean[BASE]
-            else:
-                data = stages.submit(decontaminate_task, docs[v.name], reference, work, ablation.leakage,
-                                     label=v.name)
-            shards = stages.submit(ablation_shards_task, [data], reference, tokenizer, work, ablation.shards,
-                                   label=v.name)
-            models = [stages.submit(pretrain_task, shards, tokenizer, work,
-                                    seed_config(v, pretrain, seed, at_once), label=f"{v.name}/seed{seed}")
-                      for seed in range(ablation.seeds)]
-            scores = [stages.submit(reference_score_task, model, tokenizer, shards, work,
-                                    seed_config(v, pretrain, seed, at_once).device, label=f"{v.name}/seed{seed}")
-                      for seed, model in enumerate(models)]
-            evaluations = {}
-            if ablation.benchmarks:
-                evaluations["base"] = [stages.submit(evaluate_model_task, model, "base", "base", tokenizer, None, sets,
-                                                     work, base.evaluate.models, label=f"{v.name}/seed{seed}")
-                                       for seed, model in enumerate(models)]
-            if ablation.post_training:
-                tuned = [stages.submit(sft_task, model, tokenizer, chat_data, work, base.train.sft,
-                                       label=f"{v.name}/seed{seed}") for seed, model in enumerate(models)]
-                evaluations["sft"] = [stages.submit(evaluate_model_task, model, "sft", "chat", tokenizer, chat_data,
-                                                    sets, work, base.evaluate.models, label=f"{v.name}/seed{seed}")
-                                      for seed, model in enumerate(tuned)]
-            leaks = clean[BASE] if v.role == POSITIVE else data
-            submitted[v.name] = {"role": v.role, "overrides": list(v.overrides), "seeds": list(range(ablation.seeds)),
-                                 "data": leaks, "control": data if v.role == POSITIVE else None,
-                                 "shards": shards, "models": models, "scores": scores, "evaluations": evaluations}
+            runs[v.name] = StageRuns(work, base.results)
+            if v.name in docs:
+                submitted[v.name] = submit_variant(runs[v.name], v, docs[v.name], shared, ablation, at_once)
         finished = {}
         for name, futures in submitted.items():
             try:
@@ -179,6 +152,55 @@ def ablate_stages(ablation: AblationConfig, at_once: int) -> Manifest:
         report = closing.submit(ablation_report_task, ablation.name, finished, failed, work, ablation.verdict)
         closing.wait()
         return report.result()
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every variant's stages take from the ablation's shared ones (futures, or None when not asked for)."""
+
+    base: PipelineConfig
+    reference: PrefectFuture
+    clean_base: PrefectFuture  # the base's documents, reference copies removed
+    tokenizer: PrefectFuture
+    sets: PrefectFuture | None
+    chat_data: PrefectFuture | None
+
+
+def submit_variant(stages: StageRuns, v: Variant, docs: list[Manifest], shared: Shared, ablation: AblationConfig,
+                   at_once: int) -> dict:
+    """One variant's stages, submitted: its documents (reference copies removed, or for the positive
+    control the base's with word salad), its shards, a model per seed and its scores; returns the
+    variant's record for the report, futures in place of results."""
+    base, work = shared.base, stages.work_dir
+    if v.role == POSITIVE:
+        data = stages.submit(word_salad_task, shared.clean_base, work, ablation.controls.positive_control)
+    elif v.config.data == base.data:
+        data = shared.clean_base
+    else:
+        data = stages.submit(decontaminate_task, docs, shared.reference, work, ablation.leakage, label=v.name)
+    shards = stages.submit(ablation_shards_task, [data], shared.reference, shared.tokenizer, work, ablation.shards,
+                           label=v.name)
+    seeds = range(ablation.seeds)
+    configs = [seed_config(v, base.train.pretrain, seed, at_once) for seed in seeds]
+    models = [stages.submit(pretrain_task, shards, shared.tokenizer, work, configs[seed], label=f"{v.name}/seed{seed}")
+              for seed in seeds]
+    scores = [stages.submit(reference_score_task, models[seed], shared.tokenizer, shards, work, configs[seed].device,
+                            label=f"{v.name}/seed{seed}") for seed in seeds]
+    evaluations = {}
+    if ablation.benchmarks:
+        evaluations["base"] = [stages.submit(evaluate_model_task, models[seed], "base", "base", shared.tokenizer, None,
+                                             shared.sets, work, base.evaluate.models, label=f"{v.name}/seed{seed}")
+                               for seed in seeds]
+    if ablation.post_training:
+        tuned = [stages.submit(sft_task, models[seed], shared.tokenizer, shared.chat_data, work, base.train.sft,
+                               label=f"{v.name}/seed{seed}") for seed in seeds]
+        evaluations["sft"] = [stages.submit(evaluate_model_task, tuned[seed], "sft", "chat", shared.tokenizer,
+                                            shared.chat_data, shared.sets, work, base.evaluate.models,
+                                            label=f"{v.name}/seed{seed}") for seed in seeds]
+    return {"role": v.role, "overrides": list(v.overrides), "seeds": list(seeds),
+            "data": shared.clean_base if v.role == POSITIVE else data,  # whose reference copies were removed
+            "control": data if v.role == POSITIVE else None, "shards": shards, "models": models, "scores": scores,
+            "evaluations": evaluations}
 
 
 def resolved(futures: dict) -> dict:

@@ -28,7 +28,7 @@ from tasks.tokenizer.shardfile import read_shard
 from tests.support.models import one_torch_thread
 from tests.support.pipeline import DEDUP_OFF, MICRO, MICRO_ABLATION_SET
 
-CRAWL = CrawlConfig(seed=1234, num_files=2, pages_per_file=60)
+CRAWL = CrawlConfig(seed=1234, num_files=2, pages_per_file=40)
 COPIED_PAGES = 6  # good pages of the crawl's first file, copied into the reference set
 REFERENCE_PAGES = 40
 SEEDS = 2
