@@ -12,14 +12,10 @@ from cli.args import non_negative, positive, whole_numbers
 
 
 def _config(args):
-    from flows.config import ConfigError, load_config, parse_override
+    from flows.config import ConfigError, deep_merge, load_config, parse_overrides
 
-    overrides: dict = {}
     try:
-        from flows.config import deep_merge
-
-        for item in args.set or []:
-            overrides = deep_merge(overrides, parse_override(item))
+        overrides = parse_overrides(args.set or [])
         if args.work_dir:
             overrides["work_dir"] = args.work_dir
         if getattr(args, "strict", False):

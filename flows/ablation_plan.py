@@ -17,7 +17,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from flows.config import ConfigError, PipelineConfig, deep_merge, describe_validation_error, load_config, parse_override
+from flows.config import (ConfigError, PipelineConfig, describe_validation_error, load_config, parse_override,
+                          parse_overrides)
 from tasks.ablation.controls import PositiveControlConfig
 from tasks.ablation.leakage import LeakageConfig
 from tasks.ablation.reference import ReferenceConfig
@@ -120,15 +121,8 @@ class Variant:
     data_seed_offset: int = 0
 
 
-def merged(items: list[str]) -> dict:
-    out: dict = {}
-    for item in items:
-        out = deep_merge(out, parse_override(item))
-    return out
-
-
 def variant_config(ablation: AblationConfig, extra: list[str]) -> PipelineConfig:
-    overrides = merged([*ablation.set, *extra])
+    overrides = parse_overrides([*ablation.set, *extra])
     if ablation.work_dir:
         overrides["work_dir"] = ablation.work_dir
     return load_config(ablation.preset, overrides, ablation.overlays)

@@ -170,3 +170,11 @@ def parse_override(text: str) -> dict:
     for part in reversed(key.split(".")):
         out = {part: out}
     return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """Several `section.field=value` overrides, merged in order into one nested dict."""
+    out: dict = {}
+    for item in items:
+        out = deep_merge(out, parse_override(item))
+    return out

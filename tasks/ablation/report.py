@@ -85,6 +85,8 @@ def analyse(variants: dict[str, dict], failed: dict[str, str], config: VerdictCo
     failed_controls = [c for c in controls.values() if not c["passed"]]
     passes = [r["passes"] for r in rows]
     return {"rows": rows, "failed": failed, "controls": controls, "controls_passed": not failed_controls,
+            # A control that failed says this ablation cannot tell signal from noise: no verdict stands.
+            "withheld": bool(controls) and bool(failed_controls),
             "seed_sd": sd, "seed_dof": dof, "confidence": config.confidence, "bootstrap": config.bootstrap,
             "reference_documents": int(len(seeds[BASE].weights)), "reference_bytes": int(seeds[BASE].weights.sum()),
             "passes_spread": max(passes) / min(passes) if min(passes) > 0 else None,
@@ -150,7 +152,7 @@ def markdown(name: str, result: dict) -> str:
                         for n, c in result["controls"].items() if not c["passed"])
         lines += [f"**CONTROLS FAILED: {bad}. At this size the ablation cannot tell signal from noise, so no "
                   f"verdict is given.** Train longer, on more seeds, or score on a larger reference set.", ""]
-    withhold = bool(result["controls"]) and not result["controls_passed"]
+    withhold = result["withheld"]
     variant_names = {r["variant"] for r in rows if r["role"] == VARIANT}
     lines += [f"Every model is scored on the same {result['reference_documents']} reference documents "
               f"({result['reference_bytes']:,} bytes) that no variant trained on, in bits per byte (lower is "
@@ -266,8 +268,7 @@ def write_report(name: str, variants: dict[str, dict], failed: dict[str, str], c
     report = write_text(out_dir / REPORT_FILE, markdown(name, result))
     plot(result, out_dir / PLOT_FILE)
     data = write_json(out_dir / RESULTS_FILE, {"name": name, **result})
-    withheld = bool(result["controls"]) and not result["controls_passed"]
-    summary = {r["variant"]: "withheld" if withheld and r["role"] == VARIANT else
+    summary = {r["variant"]: "withheld" if result["withheld"] and r["role"] == VARIANT else
                r.get("comparison", {}).get("verdict", BASE) for r in result["rows"]}
     return Manifest(stage=STAGE, files=[file_entry(report), file_entry(out_dir / PLOT_FILE), file_entry(data)],
                     stats={"controls_passed": result["controls_passed"], "verdicts": summary,
